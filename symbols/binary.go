@@ -1,0 +1,233 @@
+package symbols
+
+import (
+	"bytes"
+	"debug/dwarf"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// OpenOptions tunes where Open looks for separate debug info.
+type OpenOptions struct {
+	// DebugRoot is the global debug directory; "/usr/lib/debug" when empty.
+	DebugRoot string
+}
+
+// Binary is an ELF executable (or shared object) with its symbols and, when
+// available, its DWARF. It is read once; lookups are served from indexes.
+type Binary struct {
+	Path    string
+	BuildID string
+	// DebugSource says where DWARF came from: "embedded", "build-id <path>",
+	// "debuglink <path>", or "" when there is none.
+	DebugSource string
+	PIE         bool
+
+	file      *elf.File
+	debugFile *elf.File // nil when DWARF is embedded or absent
+	dwarf     *dwarf.Data
+	loads     []*elf.Prog
+	sections  dwarfSections
+
+	indexOnce sync.Once
+	index     *index
+	indexErr  error
+}
+
+type dwarfSections struct {
+	loc, loclists, addr []byte
+}
+
+// Open reads the ELF file at path and locates its debug info.
+func Open(path string, opts *OpenOptions) (*Binary, error) {
+	if opts == nil {
+		opts = &OpenOptions{}
+	}
+	root := opts.DebugRoot
+	if root == "" {
+		root = "/usr/lib/debug"
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	b := &Binary{Path: path, file: f, PIE: f.Type == elf.ET_DYN}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			b.loads = append(b.loads, p)
+		}
+	}
+	b.BuildID = buildID(f)
+	if err := b.findDebugInfo(root); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close releases the files.
+func (b *Binary) Close() error {
+	if b.debugFile != nil {
+		b.debugFile.Close()
+	}
+	return b.file.Close()
+}
+
+// HasDWARF reports whether types and parameters are available.
+func (b *Binary) HasDWARF() bool { return b.dwarf != nil }
+
+// DWARF returns the debug data, or nil.
+func (b *Binary) DWARF() *dwarf.Data { return b.dwarf }
+
+// ELF returns the executable's ELF file.
+func (b *Binary) ELF() *elf.File { return b.file }
+
+// FileOffset maps a virtual address to the file offset a uprobe needs.
+func (b *Binary) FileOffset(vaddr uint64) (uint64, error) {
+	for _, p := range b.loads {
+		if vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Filesz {
+			return vaddr - p.Vaddr + p.Off, nil
+		}
+	}
+	return 0, fmt.Errorf("%#x: %w", vaddr, ErrNotMapped)
+}
+
+// NoDebugInfoHint explains where debug info can come from.
+const NoDebugInfoHint = "install the dbgsym package (debug info under /usr/lib/debug/.build-id), fetch it with debuginfod, or rebuild nginx with -g; exported functions can still be probed by name, without arguments or fields"
+
+func (b *Binary) findDebugInfo(root string) error {
+	if f := b.file; f.Section(".debug_info") != nil {
+		return b.useDWARF(f, "embedded")
+	}
+	var candidates []string
+	if b.BuildID != "" && len(b.BuildID) > 2 {
+		candidates = append(candidates, filepath.Join(root, ".build-id", b.BuildID[:2], b.BuildID[2:]+".debug"))
+	}
+	if name, crc, ok := debugLink(b.file); ok {
+		real, err := filepath.EvalSymlinks(b.Path)
+		if err != nil {
+			real = b.Path
+		}
+		dir := filepath.Dir(real)
+		for _, c := range []string{filepath.Join(dir, name), filepath.Join(dir, ".debug", name), filepath.Join(root, dir, name)} {
+			if c != real && fileCRC(c) == crc {
+				candidates = append(candidates, c)
+			}
+		}
+	}
+	for _, c := range candidates {
+		df, err := elf.Open(c)
+		if err != nil {
+			continue
+		}
+		if df.Section(".debug_info") == nil || (b.BuildID != "" && buildID(df) != "" && buildID(df) != b.BuildID) {
+			df.Close()
+			continue
+		}
+		kind := "debuglink"
+		if strings.Contains(c, ".build-id") {
+			kind = "build-id"
+		}
+		b.debugFile = df
+		return b.useDWARF(df, kind+" "+c)
+	}
+	return nil
+}
+
+func (b *Binary) useDWARF(f *elf.File, source string) error {
+	d, err := f.DWARF()
+	if err != nil {
+		return fmt.Errorf("%s: reading DWARF (%s): %w", b.Path, source, err)
+	}
+	b.dwarf = d
+	b.DebugSource = source
+	for name, dst := range map[string]*[]byte{".debug_loc": &b.sections.loc, ".debug_loclists": &b.sections.loclists, ".debug_addr": &b.sections.addr} {
+		if s := f.Section(name); s != nil {
+			data, err := s.Data()
+			if err != nil {
+				return fmt.Errorf("%s: section %s: %w", b.Path, name, err)
+			}
+			*dst = data
+		}
+	}
+	return nil
+}
+
+func buildID(f *elf.File) string {
+	s := f.Section(".note.gnu.build-id")
+	if s == nil {
+		return ""
+	}
+	data, err := s.Data()
+	if err != nil || len(data) < 16 {
+		return ""
+	}
+	nameSz := f.ByteOrder.Uint32(data[0:])
+	descSz := f.ByteOrder.Uint32(data[4:])
+	start := 12 + (nameSz+3)&^3
+	if uint32(len(data)) < start+descSz {
+		return ""
+	}
+	return hex.EncodeToString(data[start : start+descSz])
+}
+
+func debugLink(f *elf.File) (name string, crc uint32, ok bool) {
+	s := f.Section(".gnu_debuglink")
+	if s == nil {
+		return "", 0, false
+	}
+	data, err := s.Data()
+	if err != nil {
+		return "", 0, false
+	}
+	i := bytes.IndexByte(data, 0)
+	if i <= 0 {
+		return "", 0, false
+	}
+	off := (i + 4) &^ 3
+	if len(data) < off+4 {
+		return "", 0, false
+	}
+	return string(data[:i]), binary.LittleEndian.Uint32(data[off:]), true
+}
+
+func fileCRC(path string) uint32 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return crc32.ChecksumIEEE(data)
+}
+
+// symbolTable returns function symbols from .symtab (of the binary, or of
+// the debug file when the binary is stripped) and .dynsym.
+func (b *Binary) symbolTable() []elf.Symbol {
+	var out []elf.Symbol
+	syms, err := b.file.Symbols()
+	if (err != nil || len(syms) == 0) && b.debugFile != nil {
+		syms, err = b.debugFile.Symbols()
+	}
+	if err == nil {
+		out = append(out, syms...)
+	}
+	if dyn, err := b.file.DynamicSymbols(); err == nil {
+		out = append(out, dyn...)
+	}
+	var funcs []elf.Symbol
+	for _, s := range out {
+		if elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Value != 0 && s.Section != elf.SHN_UNDEF {
+			funcs = append(funcs, s)
+		}
+	}
+	return funcs
+}
+
+var errIndex = errors.New("indexing binary")

@@ -1,0 +1,15 @@
+package symbols
+
+import "errors"
+
+// Sentinel errors; callers match them with errors.Is.
+var (
+	ErrNoDebugInfo      = errors.New("no DWARF debug info")
+	ErrFunctionNotFound = errors.New("function not found")
+	ErrTypeNotFound     = errors.New("type not found")
+	ErrFieldNotFound    = errors.New("field not found")
+	ErrBadExpression    = errors.New("bad expression")
+	ErrNoLocation       = errors.New("location not available at entry")
+	ErrNotMapped        = errors.New("address not in any PT_LOAD segment")
+	ErrNoParam          = errors.New("no such parameter")
+)

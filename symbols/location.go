@@ -1,0 +1,569 @@
+package symbols
+
+import (
+	"bytes"
+	"debug/dwarf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// LocationKind says how a parameter's value is found at function entry.
+type LocationKind int
+
+const (
+	// InRegister: the value is register Reg.
+	InRegister LocationKind = iota
+	// InMemory: the value is in memory at Reg + Offset.
+	InMemory
+	// RegisterPlusOffset: the value is Reg + Offset (DW_OP_bregN; DW_OP_stack_value).
+	RegisterPlusOffset
+	// Constant: the value is Offset.
+	Constant
+)
+
+// Register numbers follow the x86-64 DWARF numbering.
+const (
+	RegRAX = 0
+	RegRDX = 1
+	RegRCX = 2
+	RegRBX = 3
+	RegRSI = 4
+	RegRDI = 5
+	RegRBP = 6
+	RegRSP = 7
+	RegR8  = 8
+	RegR15 = 15
+)
+
+var regNames = [...]string{"rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
+
+// Location is where a value lives at the entry of a function instance.
+type Location struct {
+	Kind   LocationKind
+	Reg    int
+	Offset int64
+}
+
+func (l Location) String() string {
+	reg := fmt.Sprintf("reg%d", l.Reg)
+	if l.Reg >= 0 && l.Reg < len(regNames) {
+		reg = regNames[l.Reg]
+	}
+	switch l.Kind {
+	case InRegister:
+		return reg
+	case InMemory:
+		return fmt.Sprintf("[%s%+d]", reg, l.Offset)
+	case RegisterPlusOffset:
+		return fmt.Sprintf("%s%+d", reg, l.Offset)
+	default:
+		return fmt.Sprintf("const %d", l.Offset)
+	}
+}
+
+// Param is a formal parameter of one function instance.
+type Param struct {
+	Name     string
+	Type     dwarf.Type
+	Location Location
+	// Err is set when the location cannot be used at entry (optimized
+	// out, removed by a clone, split into pieces).
+	Err error
+}
+
+// Params returns the parameters of an instance with their entry locations.
+func (b *Binary) Params(fn *Function) ([]Param, error) {
+	if b.dwarf == nil {
+		return nil, fmt.Errorf("%s: %w: %s", fn.Symbol, ErrNoDebugInfo, NoDebugInfoHint)
+	}
+	if fn.die == 0 {
+		return nil, fmt.Errorf("%s at %#x: no DWARF subprogram for this instance", fn.Symbol, fn.Address)
+	}
+	r := b.dwarf.Reader()
+	r.Seek(fn.die)
+	sp, err := r.Next()
+	if err != nil || sp == nil {
+		return nil, fmt.Errorf("%s: reading DWARF at %#x: %v", fn.Symbol, fn.die, err)
+	}
+	cfaOffset, fbErr := frameBase(sp)
+	var params []Param
+	seen := map[string]bool{}
+	if sp.Children {
+		for {
+			e, err := r.Next()
+			if err != nil {
+				return nil, err
+			}
+			if e == nil || e.Tag == 0 {
+				break
+			}
+			if e.Tag == dwarf.TagFormalParameter {
+				p := b.param(fn, e, cfaOffset, fbErr)
+				seen[p.Name] = true
+				params = append(params, p)
+			}
+			if e.Children {
+				r.SkipChildren()
+			}
+		}
+	}
+	// A clone drops parameters it does not use: list them as unavailable
+	// so that the user learns why an argument is missing.
+	if origin, ok := sp.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset); ok {
+		for _, p := range b.originParams(origin) {
+			if !seen[p.Name] {
+				p.Err = fmt.Errorf("parameter %s of %s: %w (removed or optimized out in this instance)", p.Name, fn.Symbol, ErrNoLocation)
+				params = append(params, p)
+			}
+		}
+	}
+	return params, nil
+}
+
+func (b *Binary) originParams(off dwarf.Offset) []Param {
+	r := b.dwarf.Reader()
+	r.Seek(off)
+	e, err := r.Next()
+	if err != nil || e == nil || !e.Children {
+		return nil
+	}
+	var out []Param
+	for {
+		c, err := r.Next()
+		if err != nil || c == nil || c.Tag == 0 {
+			return out
+		}
+		if c.Tag == dwarf.TagFormalParameter {
+			name, _ := c.Val(dwarf.AttrName).(string)
+			p := Param{Name: name}
+			if t, ok := c.Val(dwarf.AttrType).(dwarf.Offset); ok {
+				p.Type, _ = b.dwarf.Type(t)
+			}
+			out = append(out, p)
+		}
+		if c.Children {
+			r.SkipChildren()
+		}
+	}
+}
+
+// attr reads an attribute from the entry or, failing that, from its
+// abstract origin (clones and out-of-line copies keep names and types there).
+func (b *Binary) attr(e *dwarf.Entry, a dwarf.Attr) any {
+	for range 4 {
+		if v := e.Val(a); v != nil {
+			return v
+		}
+		origin, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
+		if !ok {
+			return nil
+		}
+		r := b.dwarf.Reader()
+		r.Seek(origin)
+		next, err := r.Next()
+		if err != nil || next == nil {
+			return nil
+		}
+		e = next
+	}
+	return nil
+}
+
+func (b *Binary) param(fn *Function, e *dwarf.Entry, cfaOffset int64, fbErr error) Param {
+	p := Param{}
+	p.Name, _ = b.attr(e, dwarf.AttrName).(string)
+	if t, ok := b.attr(e, dwarf.AttrType).(dwarf.Offset); ok {
+		p.Type, _ = b.dwarf.Type(t)
+	}
+	fail := func(why string) Param {
+		p.Err = fmt.Errorf("parameter %s of %s at %#x: %w: %s", p.Name, fn.Symbol, fn.Address, ErrNoLocation, why)
+		return p
+	}
+	f := e.AttrField(dwarf.AttrLocation)
+	if f == nil {
+		return fail("optimized out (no DW_AT_location)")
+	}
+	var expr []byte
+	switch f.Class {
+	case dwarf.ClassExprLoc:
+		expr = f.Val.([]byte)
+	case dwarf.ClassLocListPtr, dwarf.ClassLocList:
+		off := uint64(f.Val.(int64))
+		var err error
+		expr, err = b.locListAt(fn.unit, off, f.Class == dwarf.ClassLocList, fn.Address)
+		if err != nil {
+			return fail(err.Error())
+		}
+		if expr == nil {
+			return fail("no location list entry covers the entry address")
+		}
+	default:
+		return fail(fmt.Sprintf("unsupported location class %v", f.Class))
+	}
+	loc, err := decodeEntryExpr(expr, cfaOffset, fbErr)
+	if err != nil {
+		return fail(err.Error())
+	}
+	p.Location = loc
+	return p
+}
+
+// frameBase returns the offset from rsp of the frame base at entry. GCC
+// uses DW_OP_call_frame_cfa, which at entry is rsp+8 (the return address).
+func frameBase(sp *dwarf.Entry) (int64, error) {
+	fb, ok := sp.Val(dwarf.AttrFrameBase).([]byte)
+	if !ok {
+		return 8, nil
+	}
+	if len(fb) == 1 && fb[0] == opCallFrameCFA {
+		return 8, nil
+	}
+	if len(fb) >= 1 && fb[0] == opBreg0+RegRSP {
+		off, _ := sleb(bytes.NewReader(fb[1:]))
+		return off, nil
+	}
+	return 0, fmt.Errorf("unsupported frame base % x", fb)
+}
+
+const (
+	opAddr         = 0x03
+	opConst1u      = 0x08
+	opConst1s      = 0x09
+	opConst2u      = 0x0a
+	opConst2s      = 0x0b
+	opConst4u      = 0x0c
+	opConst4s      = 0x0d
+	opConst8u      = 0x0e
+	opConst8s      = 0x0f
+	opConstu       = 0x10
+	opConsts       = 0x11
+	opLit0         = 0x30
+	opReg0         = 0x50
+	opBreg0        = 0x70
+	opRegx         = 0x90
+	opFbreg        = 0x91
+	opBregx        = 0x92
+	opPiece        = 0x93
+	opCallFrameCFA = 0x9c
+	opStackValue   = 0x9f
+	opEntryValue   = 0xa3
+	opGNUEntryVal  = 0xf3
+)
+
+// decodeEntryExpr interprets the location expressions GCC emits for
+// parameters at a function's entry. At the entry PC, DW_OP_entry_value(X)
+// is X itself, which is why we can accept it.
+func decodeEntryExpr(expr []byte, cfaOffset int64, fbErr error) (Location, error) {
+	r := bytes.NewReader(expr)
+	op, err := r.ReadByte()
+	if err != nil {
+		return Location{}, errors.New("empty location expression (optimized out)")
+	}
+	var loc Location
+	switch {
+	case op >= opReg0 && op < opReg0+32:
+		loc = Location{Kind: InRegister, Reg: int(op - opReg0)}
+	case op == opRegx:
+		n, _ := uleb(r)
+		loc = Location{Kind: InRegister, Reg: int(n)}
+	case op >= opBreg0 && op < opBreg0+32:
+		off, _ := sleb(r)
+		loc = Location{Kind: InMemory, Reg: int(op - opBreg0), Offset: off}
+	case op == opBregx:
+		n, _ := uleb(r)
+		off, _ := sleb(r)
+		loc = Location{Kind: InMemory, Reg: int(n), Offset: off}
+	case op == opFbreg:
+		if fbErr != nil {
+			return Location{}, fbErr
+		}
+		off, _ := sleb(r)
+		loc = Location{Kind: InMemory, Reg: RegRSP, Offset: cfaOffset + off}
+	case op == opEntryValue || op == opGNUEntryVal:
+		n, _ := uleb(r)
+		sub := make([]byte, n)
+		if _, err := r.Read(sub); err != nil {
+			return Location{}, errors.New("truncated DW_OP_entry_value")
+		}
+		inner, err := decodeEntryExpr(sub, cfaOffset, fbErr)
+		if err != nil {
+			return Location{}, err
+		}
+		if inner.Kind != InRegister {
+			return Location{}, fmt.Errorf("DW_OP_entry_value of %s is not supported", inner)
+		}
+		// entry_value(reg) is the register's value at entry: a value, not a location.
+		loc = inner
+		if next, err := r.ReadByte(); err == nil && next != opStackValue {
+			return Location{}, fmt.Errorf("unsupported operation %#x after DW_OP_entry_value", next)
+		}
+		return loc, nil
+	case op >= opLit0 && op < opLit0+32:
+		loc = Location{Kind: Constant, Offset: int64(op - opLit0)}
+	case op >= opConst1u && op <= opConsts:
+		v, err := readConst(op, r)
+		if err != nil {
+			return Location{}, err
+		}
+		loc = Location{Kind: Constant, Offset: v}
+	case op == opAddr:
+		return Location{}, errors.New("the value lives in a global (DW_OP_addr), not in an argument")
+	default:
+		return Location{}, fmt.Errorf("unsupported DWARF operation %#x", op)
+	}
+	next, err := r.ReadByte()
+	if err != nil {
+		if loc.Kind == Constant {
+			return Location{}, errors.New("constant without DW_OP_stack_value")
+		}
+		return loc, nil
+	}
+	switch next {
+	case opStackValue:
+		if loc.Kind == InMemory {
+			loc.Kind = RegisterPlusOffset
+		}
+		return loc, nil
+	case opPiece:
+		size, _ := uleb(r)
+		if r.Len() == 0 && size >= 8 {
+			return loc, nil
+		}
+		return Location{}, fmt.Errorf("value split into pieces (DW_OP_piece %d), as a clone passes parts of a struct", size)
+	}
+	return Location{}, fmt.Errorf("unsupported DWARF operation %#x after %s", next, loc)
+}
+
+func readConst(op byte, r *bytes.Reader) (int64, error) {
+	var sz int
+	switch op {
+	case opConst1u, opConst1s:
+		sz = 1
+	case opConst2u, opConst2s:
+		sz = 2
+	case opConst4u, opConst4s:
+		sz = 4
+	case opConst8u, opConst8s:
+		sz = 8
+	case opConstu:
+		v, err := uleb(r)
+		return int64(v), err
+	case opConsts:
+		return sleb(r)
+	}
+	buf := make([]byte, 8)
+	if _, err := r.Read(buf[:sz]); err != nil {
+		return 0, err
+	}
+	v := binary.LittleEndian.Uint64(buf)
+	if op%2 == 1 { // signed variants are odd
+		shift := 64 - 8*sz
+		return int64(v<<shift) >> shift, nil
+	}
+	return int64(v), nil
+}
+
+// Location list entry kinds (DWARF 5, section 7.29), and GCC's view pair.
+const (
+	lleEndOfList    = 0x00
+	lleBaseAddressx = 0x01
+	lleStartxEndx   = 0x02
+	lleStartxLength = 0x03
+	lleOffsetPair   = 0x04
+	lleDefault      = 0x05
+	lleBaseAddress  = 0x06
+	lleStartEnd     = 0x07
+	lleStartLength  = 0x08
+	lleGNUViewPair  = 0x09
+)
+
+// locListAt returns the expression of the location list entry covering pc.
+func (b *Binary) locListAt(u *unit, off uint64, indexed bool, pc uint64) ([]byte, error) {
+	if u == nil {
+		return nil, errors.New("no compile unit for this instance")
+	}
+	if u.version < 5 {
+		return b.loc4At(u, off, pc)
+	}
+	data := b.sections.loclists
+	if indexed {
+		// DW_FORM_loclistx: an index into the offsets table at loclists_base.
+		at := u.locBase + off*4
+		if at+4 > uint64(len(data)) {
+			return nil, fmt.Errorf("loclistx %d out of range", off)
+		}
+		off = u.locBase + uint64(binary.LittleEndian.Uint32(data[at:]))
+	}
+	if off >= uint64(len(data)) {
+		return nil, fmt.Errorf("location list offset %#x out of range", off)
+	}
+	r := bytes.NewReader(data[off:])
+	base := u.base
+	var deflt []byte
+	readAddr := func() (uint64, error) {
+		buf := make([]byte, 8)
+		if _, err := r.Read(buf[:u.addrSize]); err != nil {
+			return 0, err
+		}
+		return binary.LittleEndian.Uint64(buf), nil
+	}
+	readExpr := func() ([]byte, error) {
+		n, err := uleb(r)
+		if err != nil || n > uint64(r.Len()) {
+			return nil, errors.New("truncated location list")
+		}
+		e := make([]byte, n)
+		r.Read(e)
+		return e, nil
+	}
+	for {
+		kind, err := r.ReadByte()
+		if err != nil {
+			return nil, errors.New("truncated location list")
+		}
+		var start, end uint64
+		switch kind {
+		case lleEndOfList:
+			return deflt, nil
+		case lleBaseAddressx:
+			i, _ := uleb(r)
+			if base, err = b.debugAddr(u, i); err != nil {
+				return nil, err
+			}
+			continue
+		case lleBaseAddress:
+			if base, err = readAddr(); err != nil {
+				return nil, err
+			}
+			continue
+		case lleGNUViewPair:
+			uleb(r)
+			uleb(r)
+			continue
+		case lleDefault:
+			if deflt, err = readExpr(); err != nil {
+				return nil, err
+			}
+			continue
+		case lleStartxEndx:
+			i, _ := uleb(r)
+			j, _ := uleb(r)
+			if start, err = b.debugAddr(u, i); err != nil {
+				return nil, err
+			}
+			if end, err = b.debugAddr(u, j); err != nil {
+				return nil, err
+			}
+		case lleStartxLength:
+			i, _ := uleb(r)
+			n, _ := uleb(r)
+			if start, err = b.debugAddr(u, i); err != nil {
+				return nil, err
+			}
+			end = start + n
+		case lleOffsetPair:
+			s, _ := uleb(r)
+			e, _ := uleb(r)
+			start, end = base+s, base+e
+		case lleStartEnd:
+			start, _ = readAddr()
+			end, _ = readAddr()
+		case lleStartLength:
+			start, _ = readAddr()
+			n, _ := uleb(r)
+			end = start + n
+		default:
+			return nil, fmt.Errorf("unknown location list entry kind %#x", kind)
+		}
+		expr, err := readExpr()
+		if err != nil {
+			return nil, err
+		}
+		if pc >= start && pc < end {
+			return expr, nil
+		}
+	}
+}
+
+func (b *Binary) debugAddr(u *unit, i uint64) (uint64, error) {
+	at := u.addrBase + i*uint64(u.addrSize)
+	if at+uint64(u.addrSize) > uint64(len(b.sections.addr)) {
+		return 0, fmt.Errorf(".debug_addr index %d out of range", i)
+	}
+	var buf [8]byte
+	copy(buf[:], b.sections.addr[at:at+uint64(u.addrSize)])
+	return binary.LittleEndian.Uint64(buf[:]), nil
+}
+
+// loc4At reads a DWARF 2-4 .debug_loc list.
+func (b *Binary) loc4At(u *unit, off, pc uint64) ([]byte, error) {
+	data := b.sections.loc
+	base := u.base
+	for {
+		if off+16 > uint64(len(data)) {
+			return nil, fmt.Errorf(".debug_loc offset %#x out of range", off)
+		}
+		start := binary.LittleEndian.Uint64(data[off:])
+		end := binary.LittleEndian.Uint64(data[off+8:])
+		off += 16
+		if start == 0 && end == 0 {
+			return nil, nil
+		}
+		if start == ^uint64(0) {
+			base = end
+			continue
+		}
+		if off+2 > uint64(len(data)) {
+			return nil, errors.New("truncated .debug_loc")
+		}
+		n := uint64(binary.LittleEndian.Uint16(data[off:]))
+		off += 2
+		if off+n > uint64(len(data)) {
+			return nil, errors.New("truncated .debug_loc")
+		}
+		if pc >= base+start && pc < base+end {
+			return data[off : off+n], nil
+		}
+		off += n
+	}
+}
+
+func uleb(r *bytes.Reader) (uint64, error) {
+	var v uint64
+	var shift uint
+	for {
+		c, err := r.ReadByte()
+		if err != nil {
+			return v, err
+		}
+		if shift < 64 {
+			v |= uint64(c&0x7f) << shift
+		}
+		shift += 7
+		if c&0x80 == 0 {
+			return v, nil
+		}
+	}
+}
+
+func sleb(r *bytes.Reader) (int64, error) {
+	var v int64
+	var shift uint
+	for {
+		c, err := r.ReadByte()
+		if err != nil {
+			return v, err
+		}
+		if shift < 64 {
+			v |= int64(c&0x7f) << shift
+		}
+		shift += 7
+		if c&0x80 == 0 {
+			if shift < 64 && c&0x40 != 0 {
+				v |= -1 << shift
+			}
+			return v, nil
+		}
+	}
+}

@@ -1,0 +1,202 @@
+package symbols
+
+import (
+	"debug/dwarf"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Member is a struct or union member with its position from the start of
+// the outermost struct being laid out.
+type Member struct {
+	Name string
+	Type dwarf.Type
+	// BitOffset is the absolute bit offset of the member from the start of
+	// the struct, whatever DWARF version described it.
+	BitOffset int64
+	BitSize   int64 // 0 unless a bitfield
+	Size      int64 // bytes; for bitfields, of the declared type
+	Depth     int   // nesting of anonymous members, for printing
+}
+
+// ByteOffset is the byte holding the member's first bit.
+func (m Member) ByteOffset() int64 { return m.BitOffset / 8 }
+
+// Type looks up a named type: a typedef ("ngx_http_request_t"), a tagged
+// type ("struct ngx_http_request_s") or a bare tag ("ngx_http_request_s").
+func (b *Binary) Type(name string) (dwarf.Type, error) {
+	if b.dwarf == nil {
+		return nil, fmt.Errorf("type %q: %w: %s", name, ErrNoDebugInfo, NoDebugInfoHint)
+	}
+	ix, err := b.idx()
+	if err != nil {
+		return nil, err
+	}
+	name = strings.Join(strings.Fields(name), " ")
+	keys := []string{name}
+	if !strings.ContainsRune(name, ' ') {
+		keys = append(keys, "struct "+name, "union "+name, "enum "+name)
+	}
+	for _, k := range keys {
+		for _, off := range ix.types[k] {
+			t, err := b.dwarf.Type(off)
+			if err == nil && !isIncomplete(t) {
+				return t, nil
+			}
+		}
+	}
+	names := make([]string, 0, len(ix.types))
+	for k := range ix.types {
+		names = append(names, k)
+	}
+	return nil, &NotFoundError{Kind: ErrTypeNotFound, Name: name, Where: b.Path, Closest: Closest(name, names, 5)}
+}
+
+func isIncomplete(t dwarf.Type) bool {
+	s, ok := Underlying(t).(*dwarf.StructType)
+	return ok && s.Incomplete
+}
+
+// Underlying strips typedefs and qualifiers.
+func Underlying(t dwarf.Type) dwarf.Type {
+	for range 32 {
+		switch u := t.(type) {
+		case *dwarf.TypedefType:
+			t = u.Type
+		case *dwarf.QualType:
+			t = u.Type
+		default:
+			return t
+		}
+	}
+	return t
+}
+
+// Members lays out a struct or union, expanding anonymous members the way
+// C lets them be named.
+func Members(t dwarf.Type) ([]Member, error) {
+	st, ok := Underlying(t).(*dwarf.StructType)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a struct or union", typeName(t))
+	}
+	var out []Member
+	collectMembers(st, 0, 0, &out)
+	return out, nil
+}
+
+func collectMembers(st *dwarf.StructType, base int64, depth int, out *[]Member) {
+	for _, f := range st.Field {
+		m := Member{Name: f.Name, Type: f.Type, Size: f.Type.Size(), Depth: depth}
+		switch {
+		case f.BitSize > 0 && f.ByteSize > 0:
+			// DWARF 2-4 DW_AT_bit_offset counts from the most significant
+			// bit of a ByteSize storage unit at ByteOffset (little-endian).
+			m.BitSize = f.BitSize
+			m.BitOffset = base + f.ByteOffset*8 + f.ByteSize*8 - f.BitOffset - f.BitSize
+		case f.BitSize > 0:
+			// DW_AT_data_bit_offset counts from the start of the struct.
+			m.BitSize = f.BitSize
+			m.BitOffset = base + f.ByteOffset*8 + f.DataBitOffset
+		default:
+			m.BitOffset = base + f.ByteOffset*8
+		}
+		*out = append(*out, m)
+		if f.Name == "" {
+			if inner, ok := Underlying(f.Type).(*dwarf.StructType); ok {
+				collectMembers(inner, m.BitOffset, depth+1, out)
+			}
+		}
+	}
+}
+
+// member finds a named member, looking through anonymous members.
+func member(t dwarf.Type, name string) (Member, []string, bool) {
+	ms, err := Members(t)
+	if err != nil {
+		return Member{}, nil, false
+	}
+	var names []string
+	for _, m := range ms {
+		if m.Name == "" {
+			continue
+		}
+		if m.Name == name {
+			return m, nil, true
+		}
+		names = append(names, m.Name)
+	}
+	return Member{}, names, false
+}
+
+// Layout renders a struct the way pahole does: one member a line with its
+// byte offset, size and, for bitfields, bit offset within that byte.
+func Layout(t dwarf.Type) (string, error) {
+	ms, err := Members(t)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s {\t/* size %d */\n", typeName(t), t.Size())
+	for _, m := range ms {
+		indent := strings.Repeat("\t", m.Depth+1)
+		name := m.Name
+		if name == "" {
+			name = "<anonymous>"
+		}
+		if m.BitSize > 0 {
+			fmt.Fprintf(&b, "%s%-32s %s:%d;\t/* byte %4d bit %d, %d bits */\n", indent, typeName(m.Type), name, m.BitSize, m.ByteOffset(), m.BitOffset%8, m.BitSize)
+		} else {
+			fmt.Fprintf(&b, "%s%-32s %s;\t/* byte %4d, %d bytes */\n", indent, typeName(m.Type), name, m.ByteOffset(), m.Size)
+		}
+	}
+	b.WriteString("}\n")
+	return b.String(), nil
+}
+
+func typeName(t dwarf.Type) string {
+	if t == nil {
+		return "void"
+	}
+	s := t.String()
+	if s == "" {
+		if st, ok := t.(*dwarf.StructType); ok {
+			return st.Kind + " <anonymous>"
+		}
+	}
+	return s
+}
+
+// TypeNames lists named types containing pattern, for suggestions.
+func (b *Binary) TypeNames(pattern string) ([]string, error) {
+	ix, err := b.idx()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for k := range ix.types {
+		if strings.Contains(k, pattern) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// ReturnType returns the declared return type of an instance (nil for void).
+func (b *Binary) ReturnType(fn *Function) (dwarf.Type, error) {
+	if b.dwarf == nil || fn.die == 0 {
+		return nil, fmt.Errorf("%s: %w", fn.Symbol, ErrNoDebugInfo)
+	}
+	r := b.dwarf.Reader()
+	r.Seek(fn.die)
+	e, err := r.Next()
+	if err != nil || e == nil {
+		return nil, fmt.Errorf("%s: reading DWARF: %v", fn.Symbol, err)
+	}
+	off, ok := b.attr(e, dwarf.AttrType).(dwarf.Offset)
+	if !ok {
+		return nil, nil
+	}
+	return b.dwarf.Type(off)
+}
