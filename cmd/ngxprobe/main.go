@@ -1,0 +1,374 @@
+// Command ngxprobe traces a live nginx with eBPF uprobes: which code closed
+// a connection, and with which flags.
+//
+//	ngxprobe run -p PID                 default probe set on a master and its workers
+//	ngxprobe run --binary PATH --probe 'ngx_unix_recv%return:$retval,c->number'
+//	ngxprobe funcs --binary PATH [PATTERN]
+//	ngxprobe fields --binary PATH TYPE
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ngxprobe/ngxprobe/internal/output"
+	"github.com/ngxprobe/ngxprobe/internal/probeset"
+	"github.com/ngxprobe/ngxprobe/internal/target"
+	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+const usage = `usage:
+  ngxprobe run    [-p PID | --binary PATH] [--probe SPEC]... [-o text|json] [--duration D]
+  ngxprobe funcs  [-p PID | --binary PATH] [PATTERN]
+  ngxprobe fields [-p PID | --binary PATH] TYPE
+
+-p PID takes an nginx master (its workers are traced, also after a reload)
+or one worker. --binary traces every process running that executable.
+SPEC is FUNCTION[%return][:EXPR,EXPR...], e.g. 'ngx_unix_recv%return:$retval,c->read->eof'.
+Without --probe, run uses the default set: ngx_http_finalize_request,
+ngx_unix_recv (at return) and ngx_http_ssl_handshake.
+`
+
+// errUsage marks errors caused by the command line (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if err == nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "ngxprobe: %v\n", err)
+	if errors.Is(err, errUsage) {
+		fmt.Fprint(os.Stderr, "\n"+usage)
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(args, stdout, stderr)
+	case "funcs":
+		return cmdFuncs(args, stdout)
+	case "fields":
+		return cmdFields(args, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+}
+
+// common holds the flags every command takes.
+type common struct {
+	pid    int
+	binary string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.IntVar(&c.pid, "p", 0, "nginx master or worker `PID`")
+	fs.StringVar(&c.binary, "binary", "", "nginx executable `PATH`")
+}
+
+func (c *common) target() (*target.Target, error) {
+	switch {
+	case c.pid != 0 && c.binary != "":
+		return nil, fmt.Errorf("%w: give -p or --binary, not both", errUsage)
+	case c.pid != 0:
+		return target.FromPID("", c.pid)
+	case c.binary != "":
+		return target.FromBinary(c.binary)
+	}
+	return nil, fmt.Errorf("%w: give -p PID or --binary PATH", errUsage)
+}
+
+// parse lets flags and positional arguments come in any order.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func openBinary(t *target.Target) (*symbols.Binary, error) {
+	bin, err := symbols.Open(t.Path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return bin, nil
+}
+
+func cmdFuncs(args []string, stdout io.Writer) error {
+	var c common
+	fs := flag.NewFlagSet("funcs", flag.ContinueOnError)
+	c.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	t, err := c.target()
+	if err != nil {
+		return err
+	}
+	bin, err := openBinary(t)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	pattern := strings.Join(pos, " ")
+	fns, err := bin.Functions(pattern)
+	if err != nil {
+		return err
+	}
+	if !bin.HasDWARF() {
+		fmt.Fprintf(stdout, "# %s: %v; %s\n", t.Display, symbols.ErrNoDebugInfo, symbols.NoDebugInfoHint)
+	} else {
+		fmt.Fprintf(stdout, "# %s: debug info %s\n", t.Display, bin.DebugSource)
+	}
+	for _, fn := range fns {
+		if !bin.HasDWARF() && !fn.Exported {
+			continue
+		}
+		fmt.Fprintf(stdout, "%s\t%s\t%#x\t", fn.Name, fn.Symbol, fn.Address)
+		params, err := bin.Params(fn)
+		if err != nil {
+			fmt.Fprintf(stdout, "(%v)\n", firstLine(err))
+			continue
+		}
+		var ps []string
+		for _, p := range params {
+			if p.Err != nil {
+				ps = append(ps, fmt.Sprintf("%s %s@<unavailable>", p.Type, p.Name))
+				continue
+			}
+			ps = append(ps, fmt.Sprintf("%s %s@%s", p.Type, p.Name, p.Location))
+		}
+		fmt.Fprintf(stdout, "(%s)\n", strings.Join(ps, ", "))
+	}
+	return nil
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+func cmdFields(args []string, stdout io.Writer) error {
+	var c common
+	fs := flag.NewFlagSet("fields", flag.ContinueOnError)
+	c.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: fields needs a TYPE, e.g. ngx_connection_t", errUsage)
+	}
+	t, err := c.target()
+	if err != nil {
+		return err
+	}
+	bin, err := openBinary(t)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	typ, err := bin.Type(strings.Join(pos, " "))
+	if err != nil {
+		return err
+	}
+	text, err := symbols.Layout(typ)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, text)
+	return err
+}
+
+type probeFlags []string
+
+func (p *probeFlags) String() string     { return strings.Join(*p, " ") }
+func (p *probeFlags) Set(v string) error { *p = append(*p, v); return nil }
+
+func cmdRun(args []string, stdout, stderr io.Writer) error {
+	var c common
+	var probeSpecs probeFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	c.register(fs)
+	fs.Var(&probeSpecs, "probe", "probe `SPEC`: FUNCTION[%return][:EXPR,...] (repeatable)")
+	format := fs.String("o", "text", "output format: text or json")
+	duration := fs.Duration("duration", 0, "detach after this long (default: until Ctrl-C)")
+	ringBytes := fs.Int("ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q (probe-set scripts are not supported yet; use --probe)", errUsage, pos[0])
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("%w: -o %q: want text or json", errUsage, *format)
+	}
+	t, err := c.target()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	bin, err := openBinary(t)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+
+	specs := probeset.Default()
+	if len(probeSpecs) > 0 {
+		specs = nil
+		for _, text := range probeSpecs {
+			s, err := probeset.ParseFlag(text)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errUsage, err)
+			}
+			specs = append(specs, s)
+		}
+	}
+	if !bin.HasDWARF() {
+		for _, s := range specs {
+			if len(s.Values) > 0 {
+				return fmt.Errorf("%s: %w, so %s cannot read %s; %s", t.Display, symbols.ErrNoDebugInfo, s.Name(), s.Values[0].Expr, symbols.NoDebugInfoHint)
+			}
+		}
+	}
+	resolved, err := probeset.Resolve(bin, specs)
+	if err != nil {
+		return err
+	}
+	sess, err := probes.Attach(t.Path, resolved.Probes, probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: *ringBytes})
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	printAttachSummary(stderr, t, bin, resolved, time.Since(start))
+
+	specOf := map[*probes.Probe]*probeset.Spec{}
+	for i, p := range resolved.Probes {
+		specOf[p] = resolved.Specs[i]
+	}
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	printer := &output.Printer{W: stdout, JSON: *format == "json", Clock: output.NewClock(time.Duration(ts.Nano()))}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	delivered := map[*probes.Probe]uint64{}
+	for ctx.Err() == nil {
+		sess.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		ev, err := sess.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		delivered[ev.Probe]++
+		if err := printer.Print(ev, specOf[ev.Probe]); err != nil {
+			return err
+		}
+	}
+	counts := sess.Counts()
+	if err := sess.Close(); err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: detach: %v\n", err)
+	}
+	printExitSummary(stderr, *format == "json", counts, delivered)
+	return nil
+}
+
+func printAttachSummary(w io.Writer, t *target.Target, bin *symbols.Binary, r *probeset.Resolved, took time.Duration) {
+	who := "every process running it"
+	switch {
+	case t.Master:
+		who = fmt.Sprintf("master %d and its workers %v (new workers included)", t.PID, t.Workers)
+	case t.PID != 0:
+		who = fmt.Sprintf("pid %d", t.PID)
+	}
+	debug := bin.DebugSource
+	if debug == "" {
+		debug = "none"
+	}
+	fmt.Fprintf(w, "ngxprobe: attached %d probes to %s (debug info: %s), tracing %s, in %d ms\n",
+		len(r.Probes), t.Display, debug, who, took.Milliseconds())
+	for _, p := range r.Probes {
+		kind := "uprobe"
+		if p.Return {
+			kind = "uretprobe"
+		}
+		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, p.Name, p.Function.Symbol, p.Function.Address, p.Function.Offset, len(p.Values))
+	}
+}
+
+func printExitSummary(w io.Writer, asJSON bool, counts []probes.Counts, delivered map[*probes.Probe]uint64) {
+	var hits, events, lost uint64
+	for _, c := range counts {
+		hits += c.Hits
+		events += delivered[c.Probe]
+		lost += c.Lost
+	}
+	if asJSON {
+		type probeSummary struct {
+			Probe    string `json:"probe"`
+			Function string `json:"function"`
+			Hits     uint64 `json:"hits"`
+			Events   uint64 `json:"events"`
+			Lost     uint64 `json:"lost"`
+		}
+		var summary struct {
+			Summary struct {
+				Hits   uint64         `json:"hits"`
+				Events uint64         `json:"events"`
+				Lost   uint64         `json:"lost"`
+				Probes []probeSummary `json:"probes"`
+			} `json:"summary"`
+		}
+		summary.Summary.Hits, summary.Summary.Events, summary.Summary.Lost = hits, events, lost
+		for _, c := range counts {
+			summary.Summary.Probes = append(summary.Summary.Probes, probeSummary{c.Probe.Name, c.Probe.Function.Symbol, c.Hits, delivered[c.Probe], c.Lost})
+		}
+		b, _ := json.Marshal(summary)
+		fmt.Fprintf(w, "%s\n", b)
+		return
+	}
+	fmt.Fprintf(w, "ngxprobe: detached; %d hits, %d events, %d lost\n", hits, events, lost)
+	for _, c := range counts {
+		fmt.Fprintf(w, "  %-42s %-44s hits %d, events %d, lost %d\n", c.Probe.Name, c.Probe.Function.Symbol, c.Hits, delivered[c.Probe], c.Lost)
+	}
+}

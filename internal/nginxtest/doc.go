@@ -1,0 +1,28 @@
+// Package nginxtest builds and runs a real nginx for ngxprobe's tests.
+//
+// The nginx is Debian's 1.22.1 source (fetched with `apt-get source nginx`),
+// configured with nginx's own ./configure and built by build-nginx.sh in two
+// variants, neither with frame pointers and both with full DWARF debug info:
+//
+//	"o2"   -g -O2 -fomit-frame-pointer
+//	"lto"  -g -O2 -fomit-frame-pointer -flto=2 (static functions may get
+//	       ".lto_priv.N" suffixes, e.g. ngx_http_ssl_handshake.lto_priv.0)
+//
+// Builds are cached under ${NGXPROBE_CACHE:-/var/cache/ngxprobe}, one folder
+// per (nginx version, variant flags); setup-deps.sh installs the Debian
+// packages the tests need (compiler, libs, pahole, gdb, curl, wrk, binutils).
+//
+// A typical test:
+//
+//	nginxtest.RequireRoot(t)
+//	inst := nginxtest.Build(t, "o2")
+//	port := nginxtest.FreePort(t)
+//	srv := nginxtest.Start(t, inst, nginxtest.Config{HTTP: fmt.Sprintf(
+//		"server { listen 127.0.0.1:%d; location / { return 200 ok; } }", port)})
+//	pids := srv.WorkerPIDs()
+//
+// Everything a server writes (nginx.conf, pid file, logs, temp files) stays in
+// the test's t.TempDir(); the server is stopped by t.Cleanup. Tests that need
+// root or the build skip when they can't run, except when CI=true, where they
+// fail instead.
+package nginxtest

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# setup-deps.sh: install every Debian package the ngxprobe tests need.
+#
+# Idempotent and fast: it asks dpkg first and only runs apt-get when a
+# package is missing. Must run as root (or via sudo) when something is missing.
+set -euo pipefail
+
+PKGS=(
+	# nginx build (./configure + make) and `apt-get source nginx`
+	gcc make dpkg-dev patch xz-utils libpcre2-dev libssl-dev zlib1g-dev
+	# locking in build-nginx.sh
+	util-linux
+	# test tooling
+	dwarves gdb curl wrk binutils
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	if [[ "$st" != "installed" ]]; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]} == 0)); then
+	exit 0
+fi
+
+echo "setup-deps: installing: ${missing[*]}" >&2
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+	SUDO=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q >&2
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,398 @@
+package probes
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// ptRegsOffset maps x86-64 DWARF register numbers to struct pt_regs.
+var ptRegsOffset = map[int]int16{
+	0: 80, 1: 96, 2: 88, 3: 40, 4: 104, 5: 112, 6: 32, 7: 152,
+	8: 72, 9: 64, 10: 56, 11: 48, 12: 24, 13: 16, 14: 8, 15: 0,
+	16: 128, // return address column: rip
+}
+
+// Registers with fixed roles in generated programs.
+const (
+	regCtx   = asm.R6 // struct pt_regs *
+	regEvent = asm.R7 // ringbuf record
+	regBase  = asm.R8 // the current base of a plan
+	regSaved = asm.R9 // saved entry roots (return probes), or NULL
+)
+
+// maxSavedRoots bounds what an entry probe saves for its return probe.
+const maxSavedRoots = 8
+
+// savedKeySize: {u64 pid_tgid, u64 function id}.
+const savedKeySize = 16
+
+// rootKey identifies a value saved at entry.
+type rootKey struct {
+	reg int
+	add int64
+}
+
+// program describes one BPF program to generate.
+type program struct {
+	probeID uint32
+	emit    bool // write an event
+	layout  layout
+	ret     bool // a uretprobe
+	// saveRoots: an entry program stores these for the return probe.
+	saveRoots []rootKey
+	// savedRoots: a return program reads non-return roots from here.
+	savedRoots []rootKey
+	functionID uint64
+
+	filter processFilter
+}
+
+// processFilter restricts events to one process and its children, so a
+// master's new workers after a reload stay traced.
+type processFilter struct {
+	tgid           uint32 // 0: every process of the binary
+	realParentOff  int16  // task_struct.real_parent
+	tgidOff        int16  // task_struct.tgid
+	includeChildren bool
+}
+
+type maps struct {
+	events, hits, lost, saved int // file descriptors
+}
+
+type emitter struct {
+	insns   asm.Instructions
+	pending []string
+	labels  int
+}
+
+func (e *emitter) label(prefix string) string {
+	e.labels++
+	return fmt.Sprintf("%s_%d", prefix, e.labels)
+}
+
+func (e *emitter) emit(ins ...asm.Instruction) {
+	for _, in := range ins {
+		// Several labels on one spot: a no-op carries all but the last.
+		for len(e.pending) > 1 {
+			e.insns = append(e.insns, asm.Mov.Reg(regCtx, regCtx).WithSymbol(e.pending[0]))
+			e.pending = e.pending[1:]
+		}
+		if len(e.pending) == 1 {
+			in = in.WithSymbol(e.pending[0])
+			e.pending = e.pending[:0]
+		}
+		e.insns = append(e.insns, in)
+	}
+}
+
+// mark puts label on the next instruction.
+func (e *emitter) mark(label string) { e.pending = append(e.pending, label) }
+
+// generate builds the instructions of one program.
+func generate(p program, m maps) (asm.Instructions, error) {
+	e := &emitter{}
+	e.emit(asm.Mov.Reg(regCtx, asm.R1))
+	e.processFilter(p.filter)
+	e.countHit(p, m)
+
+	if p.ret {
+		e.lookupSaved(p, m)
+	}
+	if len(p.saveRoots) > 0 {
+		if err := e.saveRoots(p, m); err != nil {
+			return nil, err
+		}
+	}
+	if p.emit {
+		e.emit(
+			asm.LoadMapPtr(asm.R1, m.events),
+			asm.Mov.Imm(asm.R2, int32(p.layout.size)),
+			asm.Mov.Imm(asm.R3, 0),
+			asm.FnRingbufReserve.Call(),
+			asm.JNE.Imm(asm.R0, 0, "reserved"),
+		)
+		e.count(m.lost, p.probeID)
+		e.emit(asm.Ja.Label("exit"))
+		e.mark("reserved")
+		e.emit(
+			asm.Mov.Reg(regEvent, asm.R0),
+			asm.StoreImm(regEvent, hdrProbeID, int64(p.probeID), asm.Word),
+			asm.StoreImm(regEvent, hdrProbeID+4, 0, asm.Word),
+			asm.FnGetCurrentPidTgid.Call(),
+			asm.StoreMem(regEvent, hdrPidTgid, asm.R0, asm.DWord),
+			asm.FnKtimeGetNs.Call(),
+			asm.StoreMem(regEvent, hdrTime, asm.R0, asm.DWord),
+		)
+		for _, s := range p.layout.slots {
+			if err := e.value(p, s); err != nil {
+				return nil, err
+			}
+		}
+		e.emit(
+			asm.Mov.Reg(asm.R1, regEvent),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.FnRingbufSubmit.Call(),
+		)
+	}
+	if p.ret {
+		// The entry's roots are consumed; a nested call gets its own.
+		e.emit(asm.JEq.Imm(regSaved, 0, "exit"))
+		e.savedKey(p)
+		e.emit(
+			asm.LoadMapPtr(asm.R1, m.saved),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -savedKeySize),
+			asm.FnMapDeleteElem.Call(),
+		)
+	}
+	e.mark("exit")
+	e.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
+	return e.insns, nil
+}
+
+func (e *emitter) processFilter(f processFilter) {
+	if f.tgid == 0 {
+		return
+	}
+	e.emit(
+		asm.FnGetCurrentPidTgid.Call(),
+		asm.RSh.Imm(asm.R0, 32),
+		asm.JEq.Imm(asm.R0, int32(f.tgid), "traced"),
+	)
+	if f.includeChildren {
+		e.emit(
+			asm.FnGetCurrentTask.Call(),
+			asm.Mov.Reg(asm.R3, asm.R0),
+			asm.Add.Imm(asm.R3, int32(f.realParentOff)),
+			asm.Mov.Reg(asm.R1, asm.RFP),
+			asm.Add.Imm(asm.R1, -8),
+			asm.Mov.Imm(asm.R2, 8),
+			asm.FnProbeReadKernel.Call(),
+			asm.JNE.Imm(asm.R0, 0, "exit"),
+			asm.LoadMem(asm.R3, asm.RFP, -8, asm.DWord),
+			asm.Add.Imm(asm.R3, int32(f.tgidOff)),
+			asm.Mov.Reg(asm.R1, asm.RFP),
+			asm.Add.Imm(asm.R1, -8),
+			asm.Mov.Imm(asm.R2, 4),
+			asm.FnProbeReadKernel.Call(),
+			asm.JNE.Imm(asm.R0, 0, "exit"),
+			asm.LoadMem(asm.R0, asm.RFP, -8, asm.Word),
+			asm.JEq.Imm(asm.R0, int32(f.tgid), "traced"),
+		)
+	}
+	e.emit(asm.Ja.Label("exit"))
+	e.mark("traced")
+}
+
+// count adds one to a per-CPU counter indexed by probe id.
+func (e *emitter) count(mapFD int, probeID uint32) {
+	skip := e.label("count")
+	e.emit(
+		asm.StoreImm(asm.RFP, -4, int64(probeID), asm.Word),
+		asm.LoadMapPtr(asm.R1, mapFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, skip),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+	)
+	e.mark(skip)
+}
+
+func (e *emitter) countHit(p program, m maps) { e.count(m.hits, p.probeID) }
+
+// savedKey writes {pid_tgid, function id} at fp-16.
+func (e *emitter) savedKey(p program) {
+	e.emit(
+		asm.FnGetCurrentPidTgid.Call(),
+		asm.StoreMem(asm.RFP, -savedKeySize, asm.R0, asm.DWord),
+		asm.LoadImm(asm.R0, int64(p.functionID), asm.DWord),
+		asm.StoreMem(asm.RFP, -savedKeySize+8, asm.R0, asm.DWord),
+	)
+}
+
+func (e *emitter) lookupSaved(p program, m maps) {
+	e.savedKey(p)
+	e.emit(
+		asm.LoadMapPtr(asm.R1, m.saved),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -savedKeySize),
+		asm.FnMapLookupElem.Call(),
+		asm.Mov.Reg(regSaved, asm.R0),
+	)
+}
+
+// saveRoots stores the entry values of the roots the return probe needs;
+// by the time the function returns, argument registers are clobbered.
+func (e *emitter) saveRoots(p program, m maps) error {
+	if len(p.saveRoots) > maxSavedRoots {
+		return fmt.Errorf("a return probe needs %d saved arguments, at most %d are supported", len(p.saveRoots), maxSavedRoots)
+	}
+	const valueOff = -savedKeySize - 8*maxSavedRoots
+	for i, r := range p.saveRoots {
+		off, ok := ptRegsOffset[r.reg]
+		if !ok {
+			return fmt.Errorf("register %d has no pt_regs slot", r.reg)
+		}
+		e.emit(asm.LoadMem(asm.R1, regCtx, off, asm.DWord))
+		if r.add != 0 {
+			e.emit(asm.Add.Imm(asm.R1, int32(r.add)))
+		}
+		e.emit(asm.StoreMem(asm.RFP, int16(valueOff+8*i), asm.R1, asm.DWord))
+	}
+	e.savedKey(p)
+	e.emit(
+		asm.LoadMapPtr(asm.R1, m.saved),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -savedKeySize),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, valueOff),
+		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
+		asm.FnMapUpdateElem.Call(),
+	)
+	return nil
+}
+
+// value evaluates one plan into its slot.
+func (e *emitter) value(p program, s valueSlot) error {
+	plan := s.plan
+	slot := int16(s.offset)
+	data := slot + slotHeader
+	done := e.label("done")
+	fault := e.label("fault")
+	noEntry := e.label("noentry")
+
+	// The verifier rejects unreachable code: emit the fault and no-entry
+	// tails only when something jumps to them.
+	usesNoEntry := false
+	usesFault := len(plan.Loads) > 0 || plan.Read.Kind != symbols.ReadValue
+
+	// Base.
+	switch {
+	case plan.Root.Const:
+		e.emit(asm.LoadImm(regBase, plan.Root.Add, asm.DWord))
+	case plan.Root.Return || !p.ret:
+		off, ok := ptRegsOffset[plan.Root.Reg]
+		if !ok {
+			return fmt.Errorf("%s: register %d has no pt_regs slot", plan.Expr, plan.Root.Reg)
+		}
+		e.emit(asm.LoadMem(regBase, regCtx, off, asm.DWord))
+		if plan.Root.Add != 0 {
+			e.emit(asm.Add.Imm(regBase, int32(plan.Root.Add)))
+		}
+	default:
+		i := indexOf(p.savedRoots, rootKey{plan.Root.Reg, plan.Root.Add})
+		if i < 0 {
+			return fmt.Errorf("%s: root not saved at entry", plan.Expr)
+		}
+		usesNoEntry = true
+		e.emit(
+			asm.JEq.Imm(regSaved, 0, noEntry),
+			asm.LoadMem(regBase, regSaved, int16(8*i), asm.DWord),
+		)
+	}
+
+	// Pointer loads.
+	for i, off := range plan.Loads {
+		e.emit(asm.StoreImm(regEvent, slot+slotStep, int64(i), asm.Byte))
+		e.probeRead(data, 8, off, fault)
+		e.emit(asm.LoadMem(regBase, regEvent, data, asm.DWord))
+	}
+	e.emit(asm.StoreImm(regEvent, slot+slotStep, int64(len(plan.Loads)), asm.Byte))
+
+	// Final read.
+	r := plan.Read
+	switch r.Kind {
+	case symbols.ReadValue:
+		e.emit(
+			asm.StoreMem(regEvent, data, regBase, asm.DWord),
+			asm.StoreImm(regEvent, slot+slotLen, 8, asm.Word),
+		)
+	case symbols.ReadMemory:
+		e.probeRead(data, r.Size, r.Offset, fault)
+		e.emit(asm.StoreImm(regEvent, slot+slotLen, int64(r.Size), asm.Word))
+	case symbols.ReadCString:
+		e.emit(
+			asm.Mov.Reg(asm.R1, regEvent),
+			asm.Add.Imm(asm.R1, int32(data)),
+			asm.Mov.Imm(asm.R2, int32(r.Cap)),
+			asm.Mov.Reg(asm.R3, regBase),
+			asm.FnProbeReadUserStr.Call(),
+			asm.JSLT.Imm(asm.R0, 0, fault),
+			asm.StoreMem(regEvent, slot+slotLen, asm.R0, asm.Word),
+		)
+	case symbols.ReadNgxStr:
+		e.probeRead(data, 16, r.Offset, fault)
+		clamp := e.label("clamp")
+		e.emit(
+			asm.LoadMem(asm.R2, regEvent, data, asm.DWord),
+			asm.JLE.Imm(asm.R2, int32(r.Cap), clamp),
+			asm.Mov.Imm(asm.R2, int32(r.Cap)),
+		)
+		e.mark(clamp)
+		e.emit(
+			asm.Mov.Reg(regBase, asm.R2), // keep the length read
+			asm.Mov.Reg(asm.R1, regEvent),
+			asm.Add.Imm(asm.R1, int32(data+16)),
+			asm.LoadMem(asm.R3, regEvent, data+8, asm.DWord),
+			asm.FnProbeReadUser.Call(),
+			asm.JNE.Imm(asm.R0, 0, fault),
+			asm.Add.Imm(regBase, 16),
+			asm.StoreMem(regEvent, slot+slotLen, regBase, asm.Word),
+		)
+	default:
+		return fmt.Errorf("%s: unknown read kind %d", plan.Expr, r.Kind)
+	}
+	e.emit(asm.StoreImm(regEvent, slot+slotStatus, statusOK, asm.Byte))
+	if usesNoEntry {
+		e.emit(asm.Ja.Label(done))
+		e.mark(noEntry)
+		e.emit(
+			asm.StoreImm(regEvent, slot+slotStatus, statusNoEntry, asm.Byte),
+			asm.StoreImm(regEvent, slot+slotLen, 0, asm.Word),
+		)
+	}
+	if usesFault {
+		e.emit(asm.Ja.Label(done))
+		e.mark(fault)
+		e.emit(
+			asm.StoreImm(regEvent, slot+slotStatus, statusFault, asm.Byte),
+			asm.StoreImm(regEvent, slot+slotLen, 0, asm.Word),
+		)
+	}
+	e.mark(done)
+	e.emit(asm.Mov.Imm(asm.R0, 0))
+	return nil
+}
+
+// probeRead reads size bytes at regBase+off into the event at dst.
+func (e *emitter) probeRead(dst int16, size int, off int64, fault string) {
+	e.emit(
+		asm.Mov.Reg(asm.R1, regEvent),
+		asm.Add.Imm(asm.R1, int32(dst)),
+		asm.Mov.Imm(asm.R2, int32(size)),
+		asm.Mov.Reg(asm.R3, regBase),
+	)
+	if off != 0 {
+		e.emit(asm.Add.Imm(asm.R3, int32(off)))
+	}
+	e.emit(
+		asm.FnProbeReadUser.Call(),
+		asm.JNE.Imm(asm.R0, 0, fault),
+	)
+}
+
+func indexOf(keys []rootKey, k rootKey) int {
+	for i, x := range keys {
+		if x == k {
+			return i
+		}
+	}
+	return -1
+}

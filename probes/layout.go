@@ -1,0 +1,122 @@
+package probes
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// Event header, as written by the BPF program at the start of a record.
+const (
+	hdrProbeID = 0  // u32
+	hdrPidTgid = 8  // u64
+	hdrTime    = 16 // u64, CLOCK_MONOTONIC ns
+	headerSize = 24
+)
+
+// Each value slot starts with a small header, then its data.
+const (
+	slotStatus = 0 // u8: statusOK, statusFault or statusNoEntry
+	slotStep   = 1 // u8: which read failed (0 = first pointer load)
+	slotLen    = 4 // u32: bytes of data
+	slotHeader = 8
+)
+
+const (
+	statusOK      = 0
+	statusFault   = 1 // a pointer was NULL or unmapped
+	statusNoEntry = 2 // a return probe saw no matching entry
+)
+
+// valueSlot locates one value in the event record.
+type valueSlot struct {
+	plan   *symbols.Plan
+	offset int // of the slot header
+	data   int // capacity of the data area
+}
+
+// layout places the values of one probe in its event record.
+type layout struct {
+	slots []valueSlot
+	size  int
+}
+
+func newLayout(plans []*symbols.Plan) layout {
+	l := layout{size: headerSize}
+	for _, p := range plans {
+		n := dataSize(p.Read)
+		l.slots = append(l.slots, valueSlot{plan: p, offset: l.size, data: n})
+		l.size += slotHeader + n
+	}
+	return l
+}
+
+// dataSize is the data area a read needs; at least 8 bytes, because
+// pointer loads go through the first 8 bytes of the area, and a multiple
+// of 8 to keep the next slot aligned.
+func dataSize(r symbols.Read) int {
+	n := 8
+	switch r.Kind {
+	case symbols.ReadMemory:
+		n = r.Size
+	case symbols.ReadCString:
+		n = r.Cap
+	case symbols.ReadNgxStr:
+		n = 16 + r.Cap
+	}
+	return max(8, (n+7)&^7)
+}
+
+// Value is one expression's result in an event.
+type Value struct {
+	Expr     string
+	Readable bool
+	// Why is set when the value is not readable.
+	Why  string
+	Raw  []byte
+	Text string
+	JSON any
+}
+
+func (l layout) decode(rec []byte) ([]Value, error) {
+	if len(rec) < l.size {
+		return nil, fmt.Errorf("event of %d bytes, want %d", len(rec), l.size)
+	}
+	out := make([]Value, len(l.slots))
+	for i, s := range l.slots {
+		v := Value{Expr: s.plan.Expr}
+		h := rec[s.offset:]
+		switch h[slotStatus] {
+		case statusOK:
+			n := int(binary.LittleEndian.Uint32(h[slotLen:]))
+			n = min(n, s.data)
+			raw := h[slotHeader : slotHeader+n]
+			if s.plan.Read.Kind == symbols.ReadNgxStr {
+				// BPF left len at data[0:8] and the bytes from data[16:].
+				strLen := binary.LittleEndian.Uint64(raw)
+				got := min(uint64(n-16), strLen)
+				raw = append(append([]byte(nil), raw[:8]...), h[slotHeader+16:slotHeader+16+int(got)]...)
+			}
+			v.Readable = true
+			v.Raw = append([]byte(nil), raw...)
+			f := s.plan.Format(v.Raw)
+			v.Text, v.JSON = f.Text, f.JSON
+		case statusFault:
+			v.Why = faultReason(s.plan, int(h[slotStep]))
+			v.Text = "<unreadable>"
+		default:
+			v.Why = "no entry event for this return (attached mid-call)"
+			v.Text = "<unknown>"
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+func faultReason(p *symbols.Plan, step int) string {
+	if step < len(p.Loads) {
+		return fmt.Sprintf("pointer load %d of %d faulted (NULL or unmapped)", step+1, len(p.Loads))
+	}
+	return "final read faulted (NULL or unmapped)"
+}

@@ -1,0 +1,383 @@
+package probes
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// Probe is one attach point: a function instance at entry or return, and
+// the values to read there.
+type Probe struct {
+	Name     string // as the user wrote it, e.g. ngx_unix_recv or ngx_unix_recv%return
+	Function *symbols.Function
+	Return   bool
+	Values   []*symbols.Plan
+}
+
+// Options configure Attach.
+type Options struct {
+	// PID restricts events to one process; with Children, to its children
+	// too (an nginx master and its workers, across reloads). 0: every
+	// process running the binary.
+	PID      int
+	Children bool
+	// RingBufferBytes is the event buffer size, a power of two pages.
+	RingBufferBytes int
+}
+
+// Session is a set of attached probes and the reader of their events.
+type Session struct {
+	probes  []*Probe
+	layouts []layout
+	links   []link.Link
+	progs   []*ebpf.Program
+	maps    []*ebpf.Map
+	hits    *ebpf.Map
+	lost    *ebpf.Map
+	reader  *ringbuf.Reader
+
+	// AttachTime is how long loading and attaching took.
+	AttachTime time.Duration
+}
+
+// Event is one probe hit.
+type Event struct {
+	Probe  *Probe
+	PID    uint32
+	TID    uint32
+	TimeNS uint64 // CLOCK_MONOTONIC
+	Values []Value
+}
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = errors.New("session closed")
+
+// Attach loads a program per probe and attaches it to the binary at path
+// (which may be /proc/PID/exe). On any error, nothing stays attached.
+func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) {
+	start := time.Now()
+	if err := CheckSupport(); err != nil {
+		return nil, err
+	}
+	if len(probes) == 0 {
+		return nil, errors.New("no probes to attach")
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raising the memlock limit: %w", err)
+	}
+	s := &Session{probes: probes}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	filter := processFilter{}
+	if opts.PID != 0 {
+		filter.tgid = uint32(opts.PID)
+		if opts.Children {
+			filter.includeChildren = true
+			if filter.realParentOff, filter.tgidOff, err = taskOffsets(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := s.createMaps(len(probes), opts.RingBufferBytes); err != nil {
+		return nil, err
+	}
+	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
+
+	programs, err := plan(probes, filter)
+	if err != nil {
+		return nil, err
+	}
+	s.layouts = make([]layout, len(probes))
+	for _, p := range programs {
+		if p.emit {
+			s.layouts[p.probeID] = p.layout
+		}
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s for uprobes: %w", path, err)
+	}
+	for _, p := range programs {
+		prog, err := load(p, m)
+		if err != nil {
+			return nil, err
+		}
+		s.progs = append(s.progs, prog)
+		fn := p.function
+		uopts := &link.UprobeOptions{Address: fn.Offset}
+		var l link.Link
+		if p.ret {
+			l, err = ex.Uretprobe(fn.Symbol, prog, uopts)
+		} else {
+			l, err = ex.Uprobe(fn.Symbol, prog, uopts)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("attach %s to %s at file offset %#x: %w", kind(p.ret), fn.Symbol, fn.Offset, err)
+		}
+		s.links = append(s.links, l)
+	}
+	if s.reader, err = ringbuf.NewReader(s.maps[0]); err != nil {
+		return nil, fmt.Errorf("ring buffer reader: %w", err)
+	}
+	s.AttachTime = time.Since(start)
+	return s, nil
+}
+
+func kind(ret bool) string {
+	if ret {
+		return "uretprobe"
+	}
+	return "uprobe"
+}
+
+func (s *Session) createMaps(nprobes, ringBytes int) error {
+	if ringBytes == 0 {
+		ringBytes = 4 << 20
+	}
+	page := os.Getpagesize()
+	if ringBytes < page || ringBytes&(ringBytes-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", ringBytes, page)
+	}
+	specs := []*ebpf.MapSpec{
+		{Name: "ngxp_events", Type: ebpf.RingBuf, MaxEntries: uint32(ringBytes)},
+		// Twice the probes: argument-saving programs count past the probes.
+		{Name: "ngxp_hits", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(2 * nprobes)},
+		{Name: "ngxp_lost", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(2 * nprobes)},
+		{Name: "ngxp_saved", Type: ebpf.LRUHash, KeySize: savedKeySize, ValueSize: 8 * maxSavedRoots, MaxEntries: 16384},
+	}
+	for _, spec := range specs {
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			return fmt.Errorf("create map %s: %w", spec.Name, err)
+		}
+		s.maps = append(s.maps, m)
+	}
+	s.hits, s.lost = s.maps[1], s.maps[2]
+	return nil
+}
+
+// planned is a program with the function it attaches to.
+type planned struct {
+	program
+	function *symbols.Function
+}
+
+// plan turns probes into programs: one per probe, plus an entry program
+// that saves arguments for each return probe whose function has no entry
+// probe of its own.
+func plan(probes []*Probe, filter processFilter) ([]planned, error) {
+	type fnKey struct{ addr uint64 }
+	entries := map[fnKey]int{} // function -> index in out of its entry program
+	var out []planned
+	roots := map[fnKey][]rootKey{}
+	ids := map[fnKey]uint64{}
+	for _, p := range probes {
+		k := fnKey{p.Function.Address}
+		if _, ok := ids[k]; !ok {
+			ids[k] = uint64(len(ids) + 1)
+		}
+		if !p.Return {
+			continue
+		}
+		for _, v := range p.Values {
+			if v.Root.Const || v.Root.Return {
+				continue
+			}
+			r := rootKey{v.Root.Reg, v.Root.Add}
+			if indexOf(roots[k], r) < 0 {
+				roots[k] = append(roots[k], r)
+			}
+		}
+	}
+	for id, p := range probes {
+		k := fnKey{p.Function.Address}
+		pr := planned{function: p.Function, program: program{
+			probeID: uint32(id), emit: true, layout: newLayout(p.Values),
+			ret: p.Return, functionID: ids[k], filter: filter,
+		}}
+		if p.Return {
+			pr.savedRoots = roots[k]
+		} else if _, dup := entries[k]; !dup {
+			pr.saveRoots = roots[k]
+			entries[k] = len(out)
+		}
+		out = append(out, pr)
+	}
+	for _, p := range probes {
+		k := fnKey{p.Function.Address}
+		if _, ok := entries[k]; ok || len(roots[k]) == 0 {
+			continue
+		}
+		entries[k] = len(out)
+		out = append(out, planned{function: p.Function, program: program{
+			probeID: uint32(len(probes) + len(entries)), functionID: ids[k], saveRoots: roots[k], filter: filter,
+		}})
+	}
+	return out, nil
+}
+
+// VerifierError explains a program the kernel rejected, naming the
+// expression that caused it where a bisection can tell.
+type VerifierError struct {
+	Probe string
+	Expr  string
+	Log   []string
+	Err   error
+}
+
+func (e *VerifierError) Error() string {
+	where := "the probe itself"
+	if e.Expr != "" {
+		where = fmt.Sprintf("expression %q", e.Expr)
+	}
+	tail := e.Log
+	if len(tail) > 8 {
+		tail = tail[len(tail)-8:]
+	}
+	return fmt.Sprintf("the kernel verifier rejected the program for %s, caused by %s: %v\nverifier log (last lines):\n  %s",
+		e.Probe, where, e.Err, strings.Join(tail, "\n  "))
+}
+
+func (e *VerifierError) Unwrap() error { return e.Err }
+
+func load(p planned, m maps) (*ebpf.Program, error) {
+	insns, err := generate(p.program, m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p.function.Symbol, err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         fmt.Sprintf("ngxp_%d", p.probeID),
+		Type:         ebpf.Kprobe,
+		Instructions: insns,
+		License:      "GPL",
+	})
+	if err == nil {
+		return prog, nil
+	}
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) {
+		return nil, fmt.Errorf("load program for %s: %w", p.function.Symbol, err)
+	}
+	out := &VerifierError{Probe: p.function.Symbol, Log: ve.Log, Err: err}
+	// Bisect: load each value alone to name the culprit.
+	for _, s := range p.layout.slots {
+		single := p.program
+		single.layout = newLayout([]*symbols.Plan{s.plan})
+		single.saveRoots = nil
+		insns, gerr := generate(single, m)
+		if gerr != nil {
+			continue
+		}
+		one, lerr := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, Instructions: insns, License: "GPL"})
+		if lerr != nil {
+			out.Expr = s.plan.Expr
+			break
+		}
+		one.Close()
+	}
+	return nil, out
+}
+
+// Read blocks until the next event. It returns ErrClosed after Close.
+func (s *Session) Read() (Event, error) {
+	for {
+		rec, err := s.reader.Read()
+		if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			return Event{}, ErrClosed
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return Event{}, err
+		}
+		if err != nil {
+			return Event{}, err
+		}
+		raw := rec.RawSample
+		if len(raw) < headerSize {
+			continue
+		}
+		id := binary.LittleEndian.Uint32(raw[hdrProbeID:])
+		if int(id) >= len(s.probes) {
+			continue
+		}
+		pidTgid := binary.LittleEndian.Uint64(raw[hdrPidTgid:])
+		ev := Event{
+			Probe:  s.probes[id],
+			PID:    uint32(pidTgid >> 32),
+			TID:    uint32(pidTgid),
+			TimeNS: binary.LittleEndian.Uint64(raw[hdrTime:]),
+		}
+		if ev.Values, err = s.layouts[id].decode(raw); err != nil {
+			return Event{}, err
+		}
+		return ev, nil
+	}
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded after t.
+func (s *Session) SetDeadline(t time.Time) { s.reader.SetDeadline(t) }
+
+// Counts is the per-probe hit and lost-event count.
+type Counts struct {
+	Probe *Probe
+	Hits  uint64
+	Lost  uint64
+}
+
+// Counts reads the kernel-side counters.
+func (s *Session) Counts() []Counts {
+	out := make([]Counts, len(s.probes))
+	for i, p := range s.probes {
+		out[i] = Counts{Probe: p, Hits: sumPerCPU(s.hits, uint32(i)), Lost: sumPerCPU(s.lost, uint32(i))}
+	}
+	return out
+}
+
+func sumPerCPU(m *ebpf.Map, key uint32) uint64 {
+	var vals []uint64
+	if err := m.Lookup(key, &vals); err != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range vals {
+		n += v
+	}
+	return n
+}
+
+// Close detaches every probe and frees every map. It is safe to call
+// more than once.
+func (s *Session) Close() error {
+	var errs []error
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+		s.reader = nil
+	}
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	s.links = nil
+	for _, p := range s.progs {
+		errs = append(errs, p.Close())
+	}
+	s.progs = nil
+	for _, m := range s.maps {
+		errs = append(errs, m.Close())
+	}
+	s.maps = nil
+	return errors.Join(errs...)
+}
