@@ -23,6 +23,13 @@ const (
 	regSaved = asm.R9 // saved entry roots (return probes), or NULL
 )
 
+// bpf_ringbuf_query and bpf_ringbuf_submit flags.
+const (
+	rbAvailData   = 0 // BPF_RB_AVAIL_DATA
+	rbNoWakeup    = 1 // BPF_RB_NO_WAKEUP
+	rbForceWakeup = 2 // BPF_RB_FORCE_WAKEUP
+)
+
 // maxSavedRoots bounds what an entry probe saves for its return probe.
 const maxSavedRoots = 8
 
@@ -46,6 +53,9 @@ type program struct {
 	// savedRoots: a return program reads non-return roots from here.
 	savedRoots []rootKey
 	functionID uint64
+	// wakeupBytes: submit wakes the reader once this much data is pending.
+	wakeupBytes int
+
 
 	filter processFilter
 }
@@ -132,9 +142,19 @@ func generate(p program, m maps) (asm.Instructions, error) {
 				return nil, err
 			}
 		}
+		// Wake the reader only when the ring fills up: a wakeup per event
+		// costs more than the event. The reader polls between wakeups.
+		e.emit(
+			asm.LoadMapPtr(asm.R1, m.events),
+			asm.Mov.Imm(asm.R2, rbAvailData),
+			asm.FnRingbufQuery.Call(),
+			asm.Mov.Imm(asm.R2, rbNoWakeup),
+			asm.JLT.Imm(asm.R0, int32(p.wakeupBytes), "submit"),
+			asm.Mov.Imm(asm.R2, rbForceWakeup),
+		)
+		e.mark("submit")
 		e.emit(
 			asm.Mov.Reg(asm.R1, regEvent),
-			asm.Mov.Imm(asm.R2, 0),
 			asm.FnRingbufSubmit.Call(),
 		)
 	}

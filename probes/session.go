@@ -46,6 +46,7 @@ type Session struct {
 	hits    *ebpf.Map
 	lost    *ebpf.Map
 	reader  *ringbuf.Reader
+	record  ringbuf.Record // reused by Read
 
 	// AttachTime is how long loading and attaching took.
 	AttachTime time.Duration
@@ -98,7 +99,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 	}
 	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
 
-	programs, err := plan(probes, filter)
+	programs, err := plan(probes, filter, s.maps[0].MaxEntries()/8)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +181,7 @@ type planned struct {
 // plan turns probes into programs: one per probe, plus an entry program
 // that saves arguments for each return probe whose function has no entry
 // probe of its own.
-func plan(probes []*Probe, filter processFilter) ([]planned, error) {
+func plan(probes []*Probe, filter processFilter, wakeupBytes uint32) ([]planned, error) {
 	type fnKey struct{ addr uint64 }
 	entries := map[fnKey]int{} // function -> index in out of its entry program
 	var out []planned
@@ -208,7 +209,7 @@ func plan(probes []*Probe, filter processFilter) ([]planned, error) {
 		k := fnKey{p.Function.Address}
 		pr := planned{function: p.Function, program: program{
 			probeID: uint32(id), emit: true, layout: newLayout(p.Values),
-			ret: p.Return, functionID: ids[k], filter: filter,
+			ret: p.Return, functionID: ids[k], filter: filter, wakeupBytes: int(wakeupBytes),
 		}}
 		if p.Return {
 			pr.savedRoots = roots[k]
@@ -294,9 +295,12 @@ func load(p planned, m maps) (*ebpf.Program, error) {
 }
 
 // Read blocks until the next event. It returns ErrClosed after Close.
+// Programs wake the reader only when the ring fills up, so callers should
+// set a deadline (SetDeadline) to bound how long events wait.
 func (s *Session) Read() (Event, error) {
 	for {
-		rec, err := s.reader.Read()
+		err := s.reader.ReadInto(&s.record)
+		rec := s.record
 		if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 			return Event{}, ErrClosed
 		}
@@ -359,14 +363,10 @@ func sumPerCPU(m *ebpf.Map, key uint32) uint64 {
 	return n
 }
 
-// Close detaches every probe and frees every map. It is safe to call
-// more than once.
-func (s *Session) Close() error {
+// Detach removes every probe but keeps the ring buffer and counters, so
+// that the events already written can be drained and counted exactly.
+func (s *Session) Detach() error {
 	var errs []error
-	if s.reader != nil {
-		errs = append(errs, s.reader.Close())
-		s.reader = nil
-	}
 	for _, l := range s.links {
 		errs = append(errs, l.Close())
 	}
@@ -375,6 +375,17 @@ func (s *Session) Close() error {
 		errs = append(errs, p.Close())
 	}
 	s.progs = nil
+	return errors.Join(errs...)
+}
+
+// Close detaches every probe and frees every map. It is safe to call
+// more than once.
+func (s *Session) Close() error {
+	errs := []error{s.Detach()}
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+		s.reader = nil
+	}
 	for _, m := range s.maps {
 		errs = append(errs, m.Close())
 	}

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,10 @@ SPEC is FUNCTION[%return][:EXPR,EXPR...], e.g. 'ngx_unix_recv%return:$retval,c->
 Without --probe, run uses the default set: ngx_http_finalize_request,
 ngx_unix_recv (at return) and ngx_http_ssl_handshake.
 `
+
+// pollInterval bounds how long an event waits in the ring buffer before it
+// is printed; programs wake the reader early only when the ring fills.
+const pollInterval = 50 * time.Millisecond
 
 // errUsage marks errors caused by the command line (exit status 2).
 var errUsage = errors.New("usage")
@@ -281,7 +286,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	printer := &output.Printer{W: stdout, JSON: *format == "json", Clock: output.NewClock(time.Duration(ts.Nano()))}
+	buffered := bufio.NewWriterSize(stdout, 64<<10)
+	defer buffered.Flush()
+	printer := &output.Printer{W: buffered, JSON: *format == "json", Clock: output.NewClock(time.Duration(ts.Nano()))}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -291,23 +298,46 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 	delivered := map[*probes.Probe]uint64{}
+	emit := func(ev probes.Event) error {
+		delivered[ev.Probe]++
+		return printer.Print(ev, specOf[ev.Probe])
+	}
 	for ctx.Err() == nil {
-		sess.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		sess.SetDeadline(time.Now().Add(pollInterval))
 		ev, err := sess.Read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if err := buffered.Flush(); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		delivered[ev.Probe]++
-		if err := printer.Print(ev, specOf[ev.Probe]); err != nil {
+		if err := emit(ev); err != nil {
 			return err
 		}
 	}
+	// Detach, then drain: every hit is then either printed or counted lost.
+	if err := sess.Detach(); err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: detach: %v\n", err)
+	}
+	sess.SetDeadline(time.Now())
+	for {
+		ev, err := sess.Read()
+		if err != nil {
+			break
+		}
+		if err := emit(ev); err != nil {
+			return err
+		}
+	}
+	if err := buffered.Flush(); err != nil {
+		return err
+	}
 	counts := sess.Counts()
 	if err := sess.Close(); err != nil {
-		fmt.Fprintf(stderr, "ngxprobe: detach: %v\n", err)
+		fmt.Fprintf(stderr, "ngxprobe: close: %v\n", err)
 	}
 	printExitSummary(stderr, *format == "json", counts, delivered)
 	return nil
