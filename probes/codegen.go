@@ -56,16 +56,15 @@ type program struct {
 	// wakeupBytes: submit wakes the reader once this much data is pending.
 	wakeupBytes int
 
-
 	filter processFilter
 }
 
 // processFilter restricts events to one process and its children, so a
 // master's new workers after a reload stay traced.
 type processFilter struct {
-	tgid           uint32 // 0: every process of the binary
-	realParentOff  int16  // task_struct.real_parent
-	tgidOff        int16  // task_struct.tgid
+	tgid            uint32 // 0: every process of the binary
+	realParentOff   int16  // task_struct.real_parent
+	tgidOff         int16  // task_struct.tgid
 	includeChildren bool
 }
 
