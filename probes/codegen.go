@@ -76,6 +76,49 @@ type emitter struct {
 	insns   asm.Instructions
 	pending []string
 	labels  int
+	// prefixes maps a plan's root and leading loads to the stack slot
+	// that caches the pointer they produce, for prefixes shared by values.
+	prefixes map[string]int16
+	cached   map[int16]bool // slots already written by an earlier value
+}
+
+// Stack layout below the frame pointer: the saved-roots key and values
+// (-16-8*maxSavedRoots .. -1) come first, the prefix cache below them.
+const (
+	cacheTop      = -savedKeySize - 8*maxSavedRoots - 8
+	maxCacheSlots = 32
+)
+
+func prefixKey(r symbols.Root, loads []int64) string {
+	return fmt.Sprint(r, loads)
+}
+
+// planPrefixes assigns cache slots to load prefixes used by two or more
+// values, so each shared pointer is read once per hit.
+func (e *emitter) planPrefixes(slots []valueSlot) {
+	uses := map[string]int{}
+	var order []string
+	for _, s := range slots {
+		for k := 1; k <= len(s.plan.Loads); k++ {
+			key := prefixKey(s.plan.Root, s.plan.Loads[:k])
+			if uses[key] == 0 {
+				order = append(order, key)
+			}
+			uses[key]++
+		}
+	}
+	e.prefixes = map[string]int16{}
+	e.cached = map[int16]bool{}
+	for _, key := range order {
+		if uses[key] < 2 || len(e.prefixes) == maxCacheSlots {
+			continue
+		}
+		off := int16(cacheTop - 8*len(e.prefixes))
+		e.prefixes[key] = off
+		// A slot stays 0 if its loads fault: later reads through it fault too.
+		// cilium's asm refuses a DWord StoreImm: store a zeroed register.
+		e.emit(asm.Mov.Imm(asm.R1, 0), asm.StoreMem(asm.RFP, off, asm.R1, asm.DWord))
+	}
 }
 
 func (e *emitter) label(prefix string) string {
@@ -136,6 +179,7 @@ func generate(p program, m maps) (asm.Instructions, error) {
 			asm.FnKtimeGetNs.Call(),
 			asm.StoreMem(regEvent, hdrTime, asm.R0, asm.DWord),
 		)
+		e.planPrefixes(p.layout.slots)
 		for _, s := range p.layout.slots {
 			if err := e.value(p, s); err != nil {
 				return nil, err
@@ -292,8 +336,17 @@ func (e *emitter) value(p program, s valueSlot) error {
 	usesNoEntry := false
 	usesFault := len(plan.Loads) > 0 || plan.Read.Kind != symbols.ReadValue
 
-	// Base.
+	// Base: the longest cached prefix, or the root.
+	first := 0
+	for k := len(plan.Loads); k > 0; k-- {
+		if off, ok := e.prefixes[prefixKey(plan.Root, plan.Loads[:k])]; ok && e.cached[off] {
+			e.emit(asm.LoadMem(regBase, asm.RFP, off, asm.DWord))
+			first = k
+			break
+		}
+	}
 	switch {
+	case first > 0:
 	case plan.Root.Const:
 		e.emit(asm.LoadImm(regBase, plan.Root.Add, asm.DWord))
 	case plan.Root.Return || !p.ret:
@@ -318,10 +371,14 @@ func (e *emitter) value(p program, s valueSlot) error {
 	}
 
 	// Pointer loads.
-	for i, off := range plan.Loads {
+	for i := first; i < len(plan.Loads); i++ {
 		e.emit(asm.StoreImm(regEvent, slot+slotStep, int64(i), asm.Byte))
-		e.probeRead(data, 8, off, fault)
+		e.probeRead(data, 8, plan.Loads[i], fault)
 		e.emit(asm.LoadMem(regBase, regEvent, data, asm.DWord))
+		if off, ok := e.prefixes[prefixKey(plan.Root, plan.Loads[:i+1])]; ok && !e.cached[off] {
+			e.emit(asm.StoreMem(asm.RFP, off, regBase, asm.DWord))
+			e.cached[off] = true
+		}
 	}
 	e.emit(asm.StoreImm(regEvent, slot+slotStep, int64(len(plan.Loads)), asm.Byte))
 

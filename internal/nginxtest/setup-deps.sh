@@ -12,6 +12,8 @@ PKGS=(
 	util-linux
 	# test tooling
 	dwarves gdb curl wrk binutils
+	# e2e: leftover uprobe and program checks
+	bpftool
 )
 
 missing=()
