@@ -146,6 +146,9 @@ func (e *emitter) mark(label string) { e.pending = append(e.pending, label) }
 
 // generate builds the instructions of one program.
 func generate(p program, m maps) (asm.Instructions, error) {
+	if err := p.layout.check(); err != nil {
+		return nil, err
+	}
 	e := &emitter{}
 	e.emit(asm.Mov.Reg(regCtx, asm.R1))
 	e.processFilter(p.filter)

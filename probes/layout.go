@@ -29,6 +29,10 @@ const (
 	statusNoEntry = 2 // a return probe saw no matching entry
 )
 
+// maxEventSize keeps every offset in the record within the 16-bit
+// offsets of BPF load and store instructions.
+const maxEventSize = 16 << 10
+
 // valueSlot locates one value in the event record.
 type valueSlot struct {
 	plan   *symbols.Plan
@@ -40,6 +44,13 @@ type valueSlot struct {
 type layout struct {
 	slots []valueSlot
 	size  int
+}
+
+func (l layout) check() error {
+	if l.size > maxEventSize {
+		return fmt.Errorf("the values of one probe need %d bytes per event, more than the %d a BPF program can address; split them across probes", l.size, maxEventSize)
+	}
+	return nil
 }
 
 func newLayout(plans []*symbols.Plan) layout {

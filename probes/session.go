@@ -275,23 +275,38 @@ func load(p planned, m maps) (*ebpf.Program, error) {
 		return nil, fmt.Errorf("load program for %s: %w", p.function.Symbol, err)
 	}
 	out := &VerifierError{Probe: p.function.Symbol, Log: ve.Log, Err: err}
-	// Bisect: load each value alone to name the culprit.
+	// Bisect: if the probe loads without values, load each value alone to
+	// name the culprit.
+	frame := p.program
+	frame.layout = newLayout(nil)
+	frame.saveRoots = nil
+	if !loads(frame, m) {
+		return nil, out
+	}
 	for _, s := range p.layout.slots {
 		single := p.program
 		single.layout = newLayout([]*symbols.Plan{s.plan})
 		single.saveRoots = nil
-		insns, gerr := generate(single, m)
-		if gerr != nil {
-			continue
-		}
-		one, lerr := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, Instructions: insns, License: "GPL"})
-		if lerr != nil {
+		if !loads(single, m) {
 			out.Expr = s.plan.Expr
 			break
 		}
-		one.Close()
 	}
 	return nil, out
+}
+
+// loads reports whether the verifier accepts the program.
+func loads(p program, m maps) bool {
+	insns, err := generate(p, m)
+	if err != nil {
+		return false
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, Instructions: insns, License: "GPL"})
+	if err != nil {
+		return false
+	}
+	prog.Close()
+	return true
 }
 
 // Read blocks until the next event. It returns ErrClosed after Close.

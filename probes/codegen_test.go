@@ -1,0 +1,137 @@
+package probes
+
+import (
+	"bytes"
+	"debug/dwarf"
+	"encoding/binary"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+var u64 = &dwarf.UintType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 8, Name: "unsigned long"}}}
+var u32 = &dwarf.UintType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 4, Name: "unsigned int"}}}
+
+// testPlans covers every read kind, shared prefixes, constants, saved
+// and return roots.
+func testPlans() []*symbols.Plan {
+	return []*symbols.Plan{
+		{Expr: "c->number", Type: u64, Root: symbols.Root{Reg: symbols.RegRDI}, Loads: nil, Read: symbols.Read{Kind: symbols.ReadMemory, Offset: 200, Size: 8}},
+		{Expr: "c->read->eof", Type: u32, Root: symbols.Root{Reg: symbols.RegRDI}, Loads: []int64{8}, Read: symbols.Read{Kind: symbols.ReadMemory, Offset: 9, Size: 1, BitOffset: 0, BitSize: 1}},
+		{Expr: "c->read->error", Type: u32, Root: symbols.Root{Reg: symbols.RegRDI}, Loads: []int64{8}, Read: symbols.Read{Kind: symbols.ReadMemory, Offset: 9, Size: 1, BitOffset: 1, BitSize: 1}},
+		{Expr: "size", Type: u64, Root: symbols.Root{Reg: symbols.RegRDX}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}},
+		{Expr: "c->addr_text", Type: u64, Root: symbols.Root{Reg: symbols.RegRDI}, Read: symbols.Read{Kind: symbols.ReadNgxStr, Offset: 120, Cap: symbols.StringCap}},
+		{Expr: "name", Type: u64, Root: symbols.Root{Reg: symbols.RegRSI}, Read: symbols.Read{Kind: symbols.ReadCString, Cap: symbols.StringCap}},
+		{Expr: "7", Type: u64, Root: symbols.Root{Const: true, Add: 7}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}},
+		{Expr: "stack arg", Type: u64, Root: symbols.Root{Reg: symbols.RegRSP}, Loads: []int64{8}, Read: symbols.Read{Kind: symbols.ReadMemory, Size: 8}},
+	}
+}
+
+func returnPlans() []*symbols.Plan {
+	return append(testPlans(), &symbols.Plan{Expr: "$retval", Type: u64, Root: symbols.Root{Reg: symbols.RegRAX, Return: true}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}})
+}
+
+var fakeMaps = maps{events: 3, hits: 4, lost: 5, saved: 6}
+
+func TestGenerateAssembles(t *testing.T) {
+	ret := returnPlans()
+	var roots []rootKey
+	for _, p := range ret {
+		if !p.Root.Const && !p.Root.Return {
+			if k := (rootKey{p.Root.Reg, p.Root.Add}); indexOf(roots, k) < 0 {
+				roots = append(roots, k)
+			}
+		}
+	}
+	cases := map[string]program{
+		"entry":          {emit: true, layout: newLayout(testPlans()), wakeupBytes: 4096},
+		"entry+save":     {emit: true, layout: newLayout(testPlans()), saveRoots: roots, functionID: 1, wakeupBytes: 4096},
+		"save only":      {saveRoots: roots, functionID: 1},
+		"return":         {emit: true, ret: true, layout: newLayout(ret), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
+		"filter":         {emit: true, layout: newLayout(testPlans()[:1]), filter: processFilter{tgid: 42}},
+		"filter+parents": {emit: true, layout: newLayout(testPlans()[:1]), filter: processFilter{tgid: 42, includeChildren: true, realParentOff: 100, tgidOff: 200}},
+	}
+	for name, p := range cases {
+		t.Run(name, func(t *testing.T) {
+			insns, err := generate(p, fakeMaps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, in := range insns {
+				if in.OpCode == asm.InvalidOpCode {
+					t.Fatalf("instruction %d is invalid: %v", i, in)
+				}
+			}
+			// Marshal resolves every jump label: a dangling one fails here.
+			if err := insns.Marshal(&bytes.Buffer{}, binary.LittleEndian); err != nil {
+				t.Fatalf("marshal: %v\n%v", err, insns)
+			}
+		})
+	}
+}
+
+// A shared prefix (c->read) is loaded once: count the probe reads.
+func TestSharedPrefixReadOnce(t *testing.T) {
+	plans := testPlans()[1:3] // c->read->eof, c->read->error
+	insns, err := generate(program{emit: true, layout: newLayout(plans), wakeupBytes: 1}, fakeMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := 0
+	for _, in := range insns {
+		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
+			reads++
+		}
+	}
+	// One pointer load for c->read, then one final read per value.
+	if reads != 3 {
+		t.Fatalf("probe_read_user calls = %d, want 3 (1 shared load + 2 final reads)\n%v", reads, insns)
+	}
+}
+
+func TestReturnNeedsSavedRoot(t *testing.T) {
+	_, err := generate(program{emit: true, ret: true, layout: newLayout(testPlans()[:1])}, fakeMaps)
+	if err == nil || !strings.Contains(err.Error(), "not saved at entry") {
+		t.Fatalf("err = %v, want a missing saved root", err)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	plans := []*symbols.Plan{
+		testPlans()[1], // eof bitfield
+		testPlans()[4], // ngx_str_t
+		testPlans()[0], // number, unreadable below
+	}
+	l := newLayout(plans)
+	rec := make([]byte, l.size)
+	put := func(slot valueSlot, status byte, data []byte) {
+		rec[slot.offset+slotStatus] = status
+		binary.LittleEndian.PutUint32(rec[slot.offset+slotLen:], uint32(len(data)))
+		copy(rec[slot.offset+slotHeader:], data)
+	}
+	put(l.slots[0], statusOK, []byte{0x05}) // bits 0 and 2 set: eof=1
+	str := make([]byte, 16+9)
+	binary.LittleEndian.PutUint64(str, 9) // len
+	copy(str[16:], "127.0.0.1")
+	put(l.slots[1], statusOK, str)
+	put(l.slots[2], statusFault, nil)
+	vals, err := l.decode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vals[0].Readable || vals[0].Text != "1" {
+		t.Errorf("eof = %+v, want readable 1", vals[0])
+	}
+	if vals[1].Text != `"127.0.0.1"` || vals[1].JSON != "127.0.0.1" {
+		t.Errorf("addr_text = %+v", vals[1])
+	}
+	if vals[2].Readable || !strings.Contains(vals[2].Why, "faulted") {
+		t.Errorf("number = %+v, want unreadable with a reason", vals[2])
+	}
+	if _, err := l.decode(rec[:10]); err == nil {
+		t.Error("a short record decoded without error")
+	}
+}

@@ -1,0 +1,83 @@
+package probes
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// The kernel's verifier is the judge of generated code: every shape of
+// program must load.
+func TestVerifierAcceptsPrograms(t *testing.T) {
+	testenv.RequireRoot(t)
+	if err := CheckSupport(); err != nil {
+		testenv.SkipOrFail(t, "kernel support: %v", err)
+	}
+	s := &Session{}
+	defer s.Close()
+	if err := s.createMaps(16, 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
+	realParent, tgid, err := taskOffsets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := []rootKey{{symbols.RegRDI, 0}, {symbols.RegRDX, 0}, {symbols.RegRSI, 0}, {symbols.RegRSP, 0}}
+	cases := map[string]program{
+		"entry":       {emit: true, layout: newLayout(testPlans()), wakeupBytes: 4096},
+		"entry+save":  {emit: true, layout: newLayout(testPlans()), saveRoots: roots, functionID: 1, wakeupBytes: 4096},
+		"save only":   {saveRoots: roots, functionID: 1},
+		"return":      {emit: true, ret: true, layout: newLayout(returnPlans()), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
+		"workers":     {emit: true, layout: newLayout(testPlans()), filter: processFilter{tgid: 1, includeChildren: true, realParentOff: realParent, tgidOff: tgid}},
+		"empty event": {emit: true, layout: newLayout(nil)},
+	}
+	for name, p := range cases {
+		t.Run(name, func(t *testing.T) {
+			prog, err := load(planned{program: p, function: &symbols.Function{Symbol: name}}, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prog.Close()
+		})
+	}
+}
+
+// A program the verifier rejects is reported with the verifier's log.
+// Passing a per-CPU array where a ring buffer belongs is rejected whatever
+// the values, so the probe itself, not an expression, is blamed.
+func TestVerifierErrorCarriesLog(t *testing.T) {
+	testenv.RequireRoot(t)
+	s := &Session{}
+	defer s.Close()
+	if err := s.createMaps(4, 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	m := maps{events: s.hits.FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
+	_, err := load(planned{program: program{emit: true, layout: newLayout(testPlans()[:2])}, function: &symbols.Function{Symbol: "f"}}, m)
+	var ve *VerifierError
+	if !errors.As(err, &ve) {
+		t.Fatalf("err = %v, want a *VerifierError", err)
+	}
+	if ve.Expr != "" || len(ve.Log) == 0 || !strings.Contains(err.Error(), "the probe itself") {
+		t.Fatalf("verifier error blames %q with %d log lines: %v", ve.Expr, len(ve.Log), err)
+	}
+	var inner *ebpf.VerifierError
+	if !errors.As(err, &inner) {
+		t.Fatalf("the cilium verifier error is not wrapped: %v", err)
+	}
+}
+
+func TestEventTooLarge(t *testing.T) {
+	huge := &symbols.Plan{Expr: "huge", Type: u64, Root: symbols.Root{Reg: symbols.RegRDI},
+		Read: symbols.Read{Kind: symbols.ReadCString, Cap: 40000}}
+	_, err := generate(program{emit: true, layout: newLayout([]*symbols.Plan{huge})}, fakeMaps)
+	if err == nil || !strings.Contains(err.Error(), "split them across probes") {
+		t.Fatalf("err = %v, want the event size limit", err)
+	}
+}
