@@ -57,7 +57,7 @@ func Open(path string, opts *OpenOptions) (*Binary, error) {
 	}
 	f, err := elf.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err // names the path already
 	}
 	b := &Binary{Path: path, file: f, PIE: f.Type == elf.ET_DYN}
 	for _, p := range f.Progs {

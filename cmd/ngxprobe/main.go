@@ -240,6 +240,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("%w: -o %q: want text or json", errUsage, *format)
 	}
+	// Privileges first: without them /proc/PID/exe of another user's
+	// nginx is unreadable, and that error would hide the real cause.
+	if err := probes.CheckSupport(); err != nil {
+		return err
+	}
 	t, err := c.target()
 	if err != nil {
 		return err
