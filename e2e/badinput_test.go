@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
 )
 
 // badRun is one failed ngxprobe run and what its stderr must say.
@@ -137,7 +138,7 @@ func testStripped(t *testing.T, inst nginxtest.Install, base string, targets []s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, "strip", "-o", stripped, inst.Binary).CombinedOutput(); err != nil {
-		skipOrFail(t, "strip: %v\n%s", err, out)
+		testenv.SkipOrFail(t, "strip: %v\n%s", err, out)
 	}
 	out, err := exec.CommandContext(ctx, "readelf", "-S", "-W", stripped).CombinedOutput()
 	if err != nil {
@@ -199,7 +200,7 @@ func testStripped(t *testing.T, inst nginxtest.Install, base string, targets []s
 func testNotRoot(t *testing.T, inst nginxtest.Install, s *nginxtest.Server, base string, targets []string) {
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		skipOrFail(t, "setpriv not found (util-linux)")
+		testenv.SkipOrFail(t, "setpriv not found (util-linux)")
 	}
 	// A copy of nginx that nobody can read, in a directory nobody can enter
 	// (t.TempDir is 0700).

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
 )
 
 // progPrefix is the name every BPF program ngxprobe loads starts with
@@ -56,7 +58,7 @@ func requireBpftool(t testing.TB) string {
 	t.Helper()
 	path, err := exec.LookPath("bpftool")
 	if err != nil {
-		skipOrFail(t, "bpftool not found (apt-get install bpftool, or run internal/nginxtest/setup-deps.sh)")
+		testenv.SkipOrFail(t, "bpftool not found (apt-get install bpftool, or run internal/nginxtest/setup-deps.sh)")
 	}
 	return path
 }

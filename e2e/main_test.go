@@ -102,17 +102,6 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// inCI mirrors nginxtest: missing prerequisites fail instead of skip.
-func inCI() bool { return os.Getenv("CI") == "true" }
-
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if inCI() {
-		t.Fatalf("CI=true: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and readers.
 type syncBuffer struct {
 	mu sync.Mutex

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
 )
 
 // Variants that build-nginx.sh knows.
@@ -38,28 +40,14 @@ const (
 	buildTimeout = 30 * time.Minute
 )
 
-// inCI reports whether missing prerequisites must fail instead of skip.
-func inCI() bool { return os.Getenv("CI") == "true" }
-
-// skipOrFail skips the test, or fails it when CI=true.
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if inCI() {
-		t.Fatalf("CI=true: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // RequireRoot skips the test when the process is not root (uprobes, nginx
 // with "user root", apt-get), or fails it when CI=true.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if runtime.GOOS != "linux" {
-		skipOrFail(t, "nginxtest needs Linux, have %s", runtime.GOOS)
+		testenv.SkipOrFail(t, "nginxtest needs Linux, have %s", runtime.GOOS)
 	}
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "test needs root (euid %d)", os.Geteuid())
-	}
+	testenv.RequireRoot(t)
 }
 
 // Install is one built nginx.
@@ -106,7 +94,7 @@ func Build(t testing.TB, variant string) Install {
 		}
 	})
 	if r.err != nil {
-		skipOrFail(t, "nginxtest: can't build nginx %s: %v", variant, r.err)
+		testenv.SkipOrFail(t, "nginxtest: can't build nginx %s: %v", variant, r.err)
 	}
 	return r.inst
 }
