@@ -15,6 +15,9 @@ var ptRegsOffset = map[int]int16{
 	16: 128, // return address column: rip
 }
 
+// RegSP is rsp's DWARF number.
+const RegSP = 7
+
 // Registers with fixed roles in generated programs.
 const (
 	regCtx   = asm.R6 // struct pt_regs *
@@ -187,6 +190,9 @@ func generate(p program, m maps) (asm.Instructions, error) {
 			if err := e.value(p, s); err != nil {
 				return nil, err
 			}
+		}
+		if p.layout.stackBytes > 0 {
+			e.copyStack(p.layout)
 		}
 		// Wake the reader only when the ring fills up: a wakeup per event
 		// costs more than the event. The reader polls between wakeups.
@@ -448,6 +454,60 @@ func (e *emitter) value(p program, s valueSlot) error {
 	e.mark(done)
 	e.emit(asm.Mov.Imm(asm.R0, 0))
 	return nil
+}
+
+// copyStack records the unwinder's registers and copies the stack from
+// sp upward. Near the top of the stack a full copy would cross the end of
+// the mapping and fail, so it falls back to chunks and keeps what exists.
+func (e *emitter) copyStack(l layout) {
+	base := int16(l.stack)
+	for i, r := range stackRegs {
+		e.emit(
+			asm.LoadMem(asm.R1, regCtx, r.ptRegs, asm.DWord),
+			asm.StoreMem(regEvent, base+int16(8*i), asm.R1, asm.DWord),
+		)
+	}
+	copyAt := func(off, size int) {
+		e.emit(
+			asm.Mov.Reg(asm.R1, regEvent),
+			asm.Add.Imm(asm.R1, int32(l.stack+stackDataOff+off)),
+			asm.Mov.Imm(asm.R2, int32(size)),
+			asm.LoadMem(asm.R3, regCtx, ptRegsOffset[RegSP], asm.DWord),
+		)
+		if off != 0 {
+			e.emit(asm.Add.Imm(asm.R3, int32(off)))
+		}
+		e.emit(asm.FnProbeReadUser.Call())
+	}
+	done := e.label("stack_done")
+	chunks := e.label("stack_chunks")
+	copyAt(0, l.stackBytes)
+	e.emit(
+		asm.JNE.Imm(asm.R0, 0, chunks),
+		asm.StoreImm(regEvent, base+stackLenOff, int64(l.stackBytes), asm.Word),
+		asm.Ja.Label(done),
+	)
+	e.mark(chunks)
+	n := l.stackBytes / stackChunk
+	short := make([]string, n)
+	for k := range n {
+		short[k] = e.label("stack_short")
+		copyAt(k*stackChunk, stackChunk)
+		e.emit(asm.JNE.Imm(asm.R0, 0, short[k]))
+	}
+	e.emit(
+		asm.StoreImm(regEvent, base+stackLenOff, int64(l.stackBytes), asm.Word),
+		asm.Ja.Label(done),
+	)
+	for k := range n {
+		e.mark(short[k])
+		e.emit(asm.StoreImm(regEvent, base+stackLenOff, int64(k*stackChunk), asm.Word))
+		if k < n-1 {
+			e.emit(asm.Ja.Label(done))
+		}
+	}
+	e.mark(done)
+	e.emit(asm.Mov.Imm(asm.R0, 0))
 }
 
 // probeRead reads size bytes at regBase+off into the event at dst.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/ngxprobe/ngxprobe/stacks"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -33,6 +34,10 @@ const (
 // offsets of BPF load and store instructions.
 const maxEventSize = 16 << 10
 
+// maxStackBytes bounds the stack copy; it is addressed through registers,
+// not instruction offsets, so it is not bound by maxEventSize.
+const maxStackBytes = 64 << 10
+
 // valueSlot locates one value in the event record.
 type valueSlot struct {
 	plan   *symbols.Plan
@@ -40,14 +45,43 @@ type valueSlot struct {
 	data   int // capacity of the data area
 }
 
-// layout places the values of one probe in its event record.
+// layout places the values of one probe in its event record, and after
+// them, when the probe captures stacks, the registers and the stack copy.
 type layout struct {
 	slots []valueSlot
 	size  int
+	// stack is the offset of the stack section, 0 when there is none.
+	stack      int
+	stackBytes int
+}
+
+// The stack section: the registers the unwinder starts from, the number
+// of bytes copied, then the copy of the stack from sp upward.
+var stackRegs = []struct {
+	dwarf  uint64
+	ptRegs int16
+}{{16, 128}, {7, 152}, {6, 32}, {3, 40}, {12, 24}, {13, 16}, {14, 8}, {15, 0}}
+
+const (
+	stackLenOff  = 8 * 8 // u32 after the registers
+	stackDataOff = stackLenOff + 8
+	// stackChunk is the unit of the fallback copy near the top of the stack.
+	stackChunk = 512
+)
+
+// withStack adds a stack section of n bytes (a multiple of stackChunk).
+func (l layout) withStack(n int) layout {
+	l.stack = l.size
+	l.stackBytes = n
+	l.size += stackDataOff + n
+	return l
 }
 
 func (l layout) check() error {
-	if l.size > maxEventSize {
+	if l.stackBytes%stackChunk != 0 || l.stackBytes < 0 || l.stackBytes > maxStackBytes {
+		return fmt.Errorf("stack copy of %d bytes: want a multiple of %d up to %d", l.stackBytes, stackChunk, maxStackBytes)
+	}
+	if l.size-l.stackBytes > maxEventSize {
 		return fmt.Errorf("the values of one probe need %d bytes per event, more than the %d a BPF program can address; split them across probes", l.size, maxEventSize)
 	}
 	return nil
@@ -123,6 +157,21 @@ func (l layout) decode(rec []byte) ([]Value, error) {
 		out[i] = v
 	}
 	return out, nil
+}
+
+// decodeStack returns the registers and stack bytes the probe copied.
+func (l layout) decodeStack(rec []byte, pid int) *stacks.Capture {
+	if l.stackBytes == 0 || len(rec) < l.size {
+		return nil
+	}
+	sec := rec[l.stack:]
+	c := &stacks.Capture{PID: pid, Regs: map[uint64]uint64{}, Requested: l.stackBytes}
+	for i, r := range stackRegs {
+		c.Regs[r.dwarf] = binary.LittleEndian.Uint64(sec[8*i:])
+	}
+	n := min(int(binary.LittleEndian.Uint32(sec[stackLenOff:])), l.stackBytes)
+	c.Stack = append([]byte(nil), sec[stackDataOff:stackDataOff+n]...)
+	return c
 }
 
 func faultReason(p *symbols.Plan, step int) string {

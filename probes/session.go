@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/ngxprobe/ngxprobe/stacks"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -23,6 +24,8 @@ type Probe struct {
 	Function *symbols.Function
 	Return   bool
 	Values   []*symbols.Plan
+	// Stack captures registers and the user stack for unwinding.
+	Stack bool
 }
 
 // Options configure Attach.
@@ -34,7 +37,12 @@ type Options struct {
 	Children bool
 	// RingBufferBytes is the event buffer size, a power of two pages.
 	RingBufferBytes int
+	// StackBytes is how much stack a probe with Stack copies; 8 KiB when 0.
+	StackBytes int
 }
+
+// DefaultStackBytes is the stack copy of a probe with Stack.
+const DefaultStackBytes = 8 << 10
 
 // Session is a set of attached probes and the reader of their events.
 type Session struct {
@@ -59,6 +67,9 @@ type Event struct {
 	TID    uint32
 	TimeNS uint64 // CLOCK_MONOTONIC
 	Values []Value
+	// Stack is set for probes with Stack: registers and stack bytes to
+	// unwind with package stacks.
+	Stack *stacks.Capture
 }
 
 // ErrClosed is returned by Read after Close.
@@ -99,7 +110,11 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 	}
 	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
 
-	programs, err := plan(probes, filter, s.maps[0].MaxEntries()/8)
+	stackBytes := opts.StackBytes
+	if stackBytes == 0 {
+		stackBytes = DefaultStackBytes
+	}
+	programs, err := plan(probes, filter, s.maps[0].MaxEntries()/8, stackBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +196,7 @@ type planned struct {
 // plan turns probes into programs: one per probe, plus an entry program
 // that saves arguments for each return probe whose function has no entry
 // probe of its own.
-func plan(probes []*Probe, filter processFilter, wakeupBytes uint32) ([]planned, error) {
+func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes int) ([]planned, error) {
 	type fnKey struct{ addr uint64 }
 	entries := map[fnKey]int{} // function -> index in out of its entry program
 	var out []planned
@@ -207,8 +222,12 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32) ([]planned,
 	}
 	for id, p := range probes {
 		k := fnKey{p.Function.Address}
+		l := newLayout(p.Values)
+		if p.Stack {
+			l = l.withStack(stackBytes)
+		}
 		pr := planned{function: p.Function, program: program{
-			probeID: uint32(id), emit: true, layout: newLayout(p.Values),
+			probeID: uint32(id), emit: true, layout: l,
 			ret: p.Return, functionID: ids[k], filter: filter, wakeupBytes: int(wakeupBytes),
 		}}
 		if p.Return {
@@ -343,6 +362,7 @@ func (s *Session) Read() (Event, error) {
 		if ev.Values, err = s.layouts[id].decode(raw); err != nil {
 			return Event{}, err
 		}
+		ev.Stack = s.layouts[id].decodeStack(raw, int(ev.PID))
 		return ev, nil
 	}
 }

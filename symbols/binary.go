@@ -207,9 +207,9 @@ func fileCRC(path string) uint32 {
 	return crc32.ChecksumIEEE(data)
 }
 
-// symbolTable returns function symbols from .symtab (of the binary, or of
-// the debug file when the binary is stripped) and .dynsym.
-func (b *Binary) symbolTable() []elf.Symbol {
+// FunctionSymbols returns function symbols from .symtab (of the binary, or
+// of the debug file when the binary is stripped) and .dynsym.
+func (b *Binary) FunctionSymbols() []elf.Symbol {
 	var out []elf.Symbol
 	syms, err := b.file.Symbols()
 	if (err != nil || len(syms) == 0) && b.debugFile != nil {

@@ -79,7 +79,7 @@ func (b *Binary) buildIndex() (*index, error) {
 		}
 	}
 	seen := map[string]bool{}
-	for _, s := range b.symbolTable() {
+	for _, s := range b.FunctionSymbols() {
 		if strings.Contains(s.Name, ".cold") {
 			continue
 		}
@@ -266,6 +266,12 @@ func (b *Binary) Lookup(name string) ([]*Function, error) {
 		names = append(names, n)
 	}
 	return nil, &NotFoundError{Kind: ErrFunctionNotFound, Name: name, Where: b.Path, Closest: Closest(name, names, 5)}
+}
+
+// HasFunction reports whether the C function has an instance.
+func (b *Binary) HasFunction(name string) bool {
+	ix, err := b.idx()
+	return err == nil && len(ix.funcs[BaseName(name)]) > 0
 }
 
 // Functions returns every function instance whose C name contains pattern,

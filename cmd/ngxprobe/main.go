@@ -27,6 +27,7 @@ import (
 	"github.com/ngxprobe/ngxprobe/internal/probeset"
 	"github.com/ngxprobe/ngxprobe/internal/target"
 	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/stacks"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -230,6 +231,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	format := fs.String("o", "text", "output format: text or json")
 	duration := fs.Duration("duration", 0, "detach after this long (default: until Ctrl-C)")
 	ringBytes := fs.Int("ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
+	withStacks := fs.Bool("stack", false, "add probes with stacks where nginx closes connections")
+	stackBytes := fs.Int("stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per hit (a multiple of 512)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -267,6 +270,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 			specs = append(specs, s)
 		}
 	}
+	if *withStacks {
+		specs = append(specs, probeset.CloseStacks(bin)...)
+	}
 	if !bin.HasDWARF() {
 		for _, s := range specs {
 			if len(s.Values) > 0 {
@@ -278,12 +284,24 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sess, err := probes.Attach(t.Path, resolved.Probes, probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: *ringBytes})
+	sess, err := probes.Attach(t.Path, resolved.Probes, probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: *ringBytes, StackBytes: *stackBytes})
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 	printAttachSummary(stderr, t, bin, resolved, time.Since(start))
+	unwinder := stacks.NewUnwinder("")
+	defer unwinder.Close()
+	if anyStack(resolved.Probes) {
+		// Index the workers' modules early, off the attach path, so that
+		// stacks of a worker that exits before its events are read still
+		// get names.
+		go func() {
+			for _, pid := range t.Workers {
+				unwinder.Prepare(pid)
+			}
+		}()
+	}
 
 	specOf := map[*probes.Probe]*probeset.Spec{}
 	for i, p := range resolved.Probes {
@@ -305,7 +323,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	delivered := map[*probes.Probe]uint64{}
 	emit := func(ev probes.Event) error {
 		delivered[ev.Probe]++
-		return printer.Print(ev, specOf[ev.Probe])
+		var st *stacks.Stack
+		if ev.Stack != nil {
+			unwound := unwinder.Unwind(*ev.Stack)
+			st = &unwound
+		}
+		return printer.Print(ev, specOf[ev.Probe], st)
 	}
 	for ctx.Err() == nil {
 		sess.SetDeadline(time.Now().Add(pollInterval))
@@ -346,6 +369,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	printExitSummary(stderr, *format == "json", counts, delivered)
 	return nil
+}
+
+func anyStack(ps []*probes.Probe) bool {
+	for _, p := range ps {
+		if p.Stack {
+			return true
+		}
+	}
+	return false
 }
 
 func printAttachSummary(w io.Writer, t *target.Target, bin *symbols.Binary, r *probeset.Resolved, took time.Duration) {

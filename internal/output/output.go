@@ -10,6 +10,7 @@ import (
 
 	"github.com/ngxprobe/ngxprobe/internal/probeset"
 	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/stacks"
 )
 
 // Clock converts CLOCK_MONOTONIC nanoseconds to wall time.
@@ -44,20 +45,22 @@ type JSONValue struct {
 
 // JSONEvent is one event in JSON output.
 type JSONEvent struct {
-	Time     string      `json:"time"`
-	PID      uint32      `json:"pid"`
-	TID      uint32      `json:"tid"`
-	Probe    string      `json:"probe"`
-	Function string      `json:"function"`
-	Values   []JSONValue `json:"values"`
+	Time     string        `json:"time"`
+	PID      uint32        `json:"pid"`
+	TID      uint32        `json:"tid"`
+	Probe    string        `json:"probe"`
+	Function string        `json:"function"`
+	Values   []JSONValue   `json:"values"`
+	Stack    *stacks.Stack `json:"stack,omitempty"`
 }
 
-// Print writes one event described by spec.
-func (p *Printer) Print(ev probes.Event, spec *probeset.Spec) error {
+// Print writes one event described by spec, with its unwound stack when
+// the probe captured one.
+func (p *Printer) Print(ev probes.Event, spec *probeset.Spec, stack *stacks.Stack) error {
 	if p.JSON {
-		return p.printJSON(ev, spec)
+		return p.printJSON(ev, spec, stack)
 	}
-	return p.printText(ev, spec)
+	return p.printText(ev, spec, stack)
 }
 
 func valueSpec(spec *probeset.Spec, i int, v probes.Value) probeset.Value {
@@ -87,7 +90,7 @@ func role(v probes.Value) string {
 	return "upstream"
 }
 
-func (p *Printer) printJSON(ev probes.Event, spec *probeset.Spec) error {
+func (p *Printer) printJSON(ev probes.Event, spec *probeset.Spec, stack *stacks.Stack) error {
 	out := JSONEvent{
 		Time:     p.Clock.Wall(ev.TimeNS).Format(time.RFC3339Nano),
 		PID:      ev.PID,
@@ -95,6 +98,7 @@ func (p *Printer) printJSON(ev probes.Event, spec *probeset.Spec) error {
 		Probe:    ev.Probe.Name,
 		Function: ev.Probe.Function.Symbol,
 		Values:   []JSONValue{},
+		Stack:    stack,
 	}
 	for i, v := range ev.Values {
 		vs := valueSpec(spec, i, v)
@@ -115,7 +119,7 @@ func (p *Printer) printJSON(ev probes.Event, spec *probeset.Spec) error {
 // printText writes a header line, then one line per group of values.
 // A group whose values are all unreadable (no upstream yet, say) is shown
 // as "-" rather than as a row of question marks.
-func (p *Printer) printText(ev probes.Event, spec *probeset.Spec) error {
+func (p *Printer) printText(ev probes.Event, spec *probeset.Spec, stack *stacks.Stack) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s pid %d", p.Clock.Wall(ev.TimeNS).Format("15:04:05.000000"), ev.Probe.Name, ev.PID)
 	if ev.TID != ev.PID {
@@ -149,8 +153,36 @@ func (p *Printer) printText(ev probes.Event, spec *probeset.Spec) error {
 		}
 		fmt.Fprintf(&b, "  %-16s %s\n", label(g), strings.Join(lines[g], " "))
 	}
+	if stack != nil {
+		writeStack(&b, stack)
+	}
 	_, err := io.WriteString(p.W, b.String())
 	return err
+}
+
+// writeStack prints frames as the incident notes do: module address,
+// symbol+offset, then file:line, or the module for code without DWARF.
+func writeStack(b *strings.Builder, st *stacks.Stack) {
+	b.WriteString("  stack:\n")
+	for _, f := range st.Frames {
+		name := f.Symbol
+		switch {
+		case name == "":
+			name = "??"
+		case f.Inlined:
+			name += " (inlined)"
+		default:
+			name = fmt.Sprintf("%s+%#x", name, f.Offset)
+		}
+		where := f.Module
+		if f.File != "" {
+			where = fmt.Sprintf("%s:%d", f.File, f.Line)
+		}
+		fmt.Fprintf(b, "    %8x: %s (%s)\n", f.Address, name, where)
+	}
+	if st.Truncated {
+		fmt.Fprintf(b, "    ... truncated: %s\n", st.Reason)
+	}
 }
 
 func label(g string) string {

@@ -23,6 +23,18 @@ func connection(c, group string) []Value {
 	)
 }
 
+// CloseStacks probes the places where nginx closes connections, with the
+// connection's flags and the stack that led there.
+func CloseStacks(bin interface{ HasFunction(string) bool }) []Spec {
+	var out []Spec
+	for _, fn := range []string{"ngx_http_close_connection", "ngx_close_connection"} {
+		if bin.HasFunction(fn) {
+			out = append(out, Spec{Function: fn, Values: connection("c", "close"), Stack: true})
+		}
+	}
+	return out
+}
+
 // Default is the probe set used when the user names none: what explains
 // a close, at the three places the incident notes needed.
 func Default() []Spec {

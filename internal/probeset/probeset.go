@@ -36,8 +36,9 @@ const (
 type Spec struct {
 	Function string
 	Return   bool
-	// Save: an entry probe that only saves arguments for the return probe.
-	Values []Value
+	Values   []Value
+	// Stack: capture the user stack at each hit.
+	Stack bool
 }
 
 // Name is how the probe is shown: the function, with %return for returns.
@@ -70,7 +71,7 @@ func Resolve(bin *symbols.Binary, specs []Spec) (*Resolved, error) {
 			continue
 		}
 		for _, fn := range fns {
-			p := &probes.Probe{Name: spec.Name(), Function: fn, Return: spec.Return}
+			p := &probes.Probe{Name: spec.Name(), Function: fn, Return: spec.Return, Stack: spec.Stack}
 			if len(spec.Values) > 0 {
 				scope, err := bin.NewFunctionScope(fn, spec.Return)
 				if err != nil {
@@ -108,7 +109,8 @@ func dedupe(list []string) []string {
 	return out
 }
 
-// ParseFlag parses --probe FUNCTION[%return][:EXPR,EXPR...].
+// ParseFlag parses --probe FUNCTION[%return][:EXPR,EXPR...]; the word
+// stack (or ustack, as in bpftrace) among the expressions adds a stack.
 func ParseFlag(text string) (Spec, error) {
 	head, exprs, _ := strings.Cut(text, ":")
 	head = strings.TrimSpace(head)
@@ -120,7 +122,11 @@ func ParseFlag(text string) (Spec, error) {
 		return Spec{}, fmt.Errorf("--probe %q: want FUNCTION[%%return][:EXPR,EXPR...]", text)
 	}
 	for _, e := range strings.Split(exprs, ",") {
-		if e = strings.TrimSpace(e); e != "" {
+		switch e = strings.TrimSpace(e); e {
+		case "":
+		case "stack", "ustack":
+			s.Stack = true
+		default:
 			s.Values = append(s.Values, Value{Name: e, Expr: e})
 		}
 	}

@@ -1,0 +1,355 @@
+package stacks
+
+import (
+	"debug/dwarf"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/go-delve/delve/pkg/dwarf/frame"
+	"github.com/ianlancetaylor/demangle"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// Module is one ELF file mapped into a process, indexed once: CFI,
+// function symbols, and (with DWARF) line tables and inline chains.
+type Module struct {
+	Path    string
+	BuildID string
+	HasCFI  bool
+
+	bin   *symbols.Binary
+	loads []*elf.Prog
+	fdes  frame.FrameDescriptionEntries
+	syms  []symbol // sorted by address
+
+	mu    sync.Mutex
+	units []unitRange             // sorted by low address, for pc -> compile unit
+	lines map[dwarf.Offset]*lines // per compile unit, built on first use
+	pcs   map[uint64][]Frame      // symbolized pcs, stacks repeat
+}
+
+type symbol struct {
+	name       string
+	addr, size uint64
+}
+
+type unitRange struct {
+	lo, hi uint64
+	cu     *dwarf.Entry
+}
+
+// ErrNoCFI means a module has neither .eh_frame nor .debug_frame.
+var ErrNoCFI = errors.New("no call frame information")
+
+// OpenModule indexes the ELF file at path. Debug info is looked up the way
+// package symbols does (embedded, .gnu_debuglink, build-id).
+func OpenModule(path string) (*Module, error) {
+	bin, err := symbols.Open(path, nil)
+	if err != nil {
+		return nil, err
+	}
+	m := &Module{Path: path, BuildID: bin.BuildID, bin: bin, lines: map[dwarf.Offset]*lines{}, pcs: map[uint64][]Frame{}}
+	f := bin.ELF()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			m.loads = append(m.loads, p)
+		}
+	}
+	if err := m.loadCFI(f); err != nil {
+		bin.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, s := range bin.FunctionSymbols() {
+		m.syms = append(m.syms, symbol{name: s.Name, addr: s.Value, size: s.Size})
+	}
+	sort.Slice(m.syms, func(i, j int) bool { return m.syms[i].addr < m.syms[j].addr })
+	if d := bin.DWARF(); d != nil {
+		m.indexUnits(d)
+	}
+	return m, nil
+}
+
+// Close releases the module's files.
+func (m *Module) Close() error { return m.bin.Close() }
+
+func (m *Module) loadCFI(f *elf.File) error {
+	if s := f.Section(".eh_frame"); s != nil && s.Type != elf.SHT_NOBITS {
+		data, err := s.Data()
+		if err != nil {
+			return fmt.Errorf(".eh_frame: %w", err)
+		}
+		fdes, err := frame.Parse(data, binary.LittleEndian, 0, 8, s.Addr)
+		if err != nil {
+			return fmt.Errorf(".eh_frame: %w", err)
+		}
+		m.fdes = m.fdes.Append(fdes)
+	}
+	if s := f.Section(".debug_frame"); s != nil && s.Type != elf.SHT_NOBITS {
+		if data, err := s.Data(); err == nil {
+			if fdes, err := frame.Parse(data, binary.LittleEndian, 0, 8, 0); err == nil {
+				m.fdes = m.fdes.Append(fdes)
+			}
+		}
+	}
+	m.HasCFI = len(m.fdes) > 0
+	return nil
+}
+
+// vaddr converts an address in the process to the module's virtual
+// address, through the mapping that contains it.
+func (m *Module) vaddr(mp Mapping, addr uint64) (uint64, bool) {
+	fileOff := addr - mp.Start + mp.Offset
+	for _, p := range m.loads {
+		if fileOff >= p.Off && fileOff < p.Off+p.Filesz {
+			return fileOff - p.Off + p.Vaddr, true
+		}
+	}
+	return 0, false
+}
+
+// symbolAt finds the function symbol containing vaddr. Several symbols
+// may share an address (aliases, .localalias): prefer a plain name.
+func (m *Module) symbolAt(vaddr uint64) (symbol, bool) {
+	i := sort.Search(len(m.syms), func(i int) bool { return m.syms[i].addr > vaddr }) - 1
+	var found symbol
+	ok := false
+	for j := i; j >= 0 && m.syms[j].addr == m.syms[i].addr; j-- {
+		s := m.syms[j]
+		if s.size != 0 && vaddr >= s.addr+s.size {
+			continue
+		}
+		if !ok || strings.Contains(found.name, ".localalias") {
+			found, ok = s, true
+		}
+	}
+	return found, ok
+}
+
+func (m *Module) indexUnits(d *dwarf.Data) {
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			break
+		}
+		if e.Tag == dwarf.TagCompileUnit || e.Tag == dwarf.TagPartialUnit {
+			if ranges, err := d.Ranges(e); err == nil {
+				for _, rg := range ranges {
+					m.units = append(m.units, unitRange{rg[0], rg[1], e})
+				}
+			}
+		}
+		if e.Children {
+			r.SkipChildren()
+		}
+	}
+	sort.Slice(m.units, func(i, j int) bool { return m.units[i].lo < m.units[j].lo })
+}
+
+func (m *Module) unitFor(vaddr uint64) *dwarf.Entry {
+	i := sort.Search(len(m.units), func(i int) bool { return m.units[i].lo > vaddr }) - 1
+	for ; i >= 0; i-- {
+		if vaddr >= m.units[i].lo && vaddr < m.units[i].hi {
+			return m.units[i].cu
+		}
+		if m.units[i].hi <= vaddr && i > 0 && m.units[i-1].hi <= vaddr {
+			break
+		}
+	}
+	return nil
+}
+
+// lines is a compile unit's line table, read once.
+type lines struct {
+	rows  []dwarf.LineEntry // sorted by address
+	files []*dwarf.LineFile
+}
+
+func (m *Module) linesFor(cu *dwarf.Entry) *lines {
+	if l, ok := m.lines[cu.Offset]; ok {
+		return l
+	}
+	l := &lines{}
+	m.lines[cu.Offset] = l
+	lr, err := m.bin.DWARF().LineReader(cu)
+	if err != nil || lr == nil {
+		return l
+	}
+	for {
+		var e dwarf.LineEntry
+		if err := lr.Next(&e); err != nil {
+			break
+		}
+		l.rows = append(l.rows, e)
+	}
+	l.files = lr.Files()
+	sort.SliceStable(l.rows, func(i, j int) bool { return l.rows[i].Address < l.rows[j].Address })
+	return l
+}
+
+// lineAt returns the row covering vaddr.
+func (l *lines) lineAt(vaddr uint64) (string, int) {
+	i := sort.Search(len(l.rows), func(i int) bool { return l.rows[i].Address > vaddr }) - 1
+	for ; i >= 0; i-- {
+		r := l.rows[i]
+		if r.EndSequence {
+			return "", 0
+		}
+		if r.File != nil && r.Line > 0 {
+			return r.File.Name, r.Line
+		}
+	}
+	return "", 0
+}
+
+// symbolize returns the frames at vaddr: inlined callees first, then the
+// function that contains them.
+func (m *Module) symbolize(vaddr uint64) []Frame {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if fs, ok := m.pcs[vaddr]; ok {
+		return fs
+	}
+	base := Frame{Module: filepath.Base(m.Path), Address: vaddr}
+	if s, ok := m.symbolAt(vaddr); ok {
+		base.Symbol = demangled(s.name)
+		base.Offset = vaddr - s.addr
+	}
+	frames := []Frame{base}
+	if cu := m.unitFor(vaddr); cu != nil {
+		l := m.linesFor(cu)
+		file, line := l.lineAt(vaddr)
+		chain := m.inlineChain(cu, vaddr)
+		// The innermost inlined function owns the pc's line; each caller
+		// is at the call site recorded on its callee.
+		frames = frames[:0]
+		for i := len(chain) - 1; i >= 0; i-- {
+			in := chain[i]
+			frames = append(frames, Frame{Module: base.Module, Address: vaddr, Symbol: in.name, File: file, Line: line, Inlined: true})
+			file, line = l.fileName(in.callFile), in.callLine
+		}
+		base.File, base.Line = file, line
+		frames = append(frames, base)
+	}
+	m.pcs[vaddr] = frames
+	return frames
+}
+
+func (l *lines) fileName(i int) string {
+	if i >= 0 && i < len(l.files) && l.files[i] != nil {
+		return l.files[i].Name
+	}
+	return ""
+}
+
+type inlined struct {
+	name     string
+	callFile int
+	callLine int
+}
+
+// inlineChain lists the DW_TAG_inlined_subroutine entries containing
+// vaddr, outermost first.
+func (m *Module) inlineChain(cu *dwarf.Entry, vaddr uint64) []inlined {
+	d := m.bin.DWARF()
+	r := d.Reader()
+	r.Seek(cu.Offset)
+	if _, err := r.Next(); err != nil {
+		return nil
+	}
+	var chain []inlined
+	depth := 1
+	for depth > 0 {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			return chain
+		}
+		if e.Tag == 0 {
+			depth--
+			continue
+		}
+		contains := false
+		switch e.Tag {
+		case dwarf.TagSubprogram, dwarf.TagInlinedSubroutine, dwarf.TagLexDwarfBlock:
+			contains = covers(d, e, vaddr)
+		}
+		if !contains {
+			if e.Children {
+				r.SkipChildren()
+			}
+			continue
+		}
+		if e.Tag == dwarf.TagInlinedSubroutine {
+			in := inlined{name: m.originName(e)}
+			if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok {
+				in.callFile = int(v)
+			}
+			if v, ok := e.Val(dwarf.AttrCallLine).(int64); ok {
+				in.callLine = int(v)
+			}
+			chain = append(chain, in)
+		}
+		if e.Children {
+			depth++
+		}
+	}
+	return chain
+}
+
+func covers(d *dwarf.Data, e *dwarf.Entry, vaddr uint64) bool {
+	if e.AttrField(dwarf.AttrLowpc) == nil && e.AttrField(dwarf.AttrRanges) == nil {
+		return false
+	}
+	ranges, err := d.Ranges(e)
+	if err != nil {
+		return false
+	}
+	for _, rg := range ranges {
+		if vaddr >= rg[0] && vaddr < rg[1] {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Module) originName(e *dwarf.Entry) string {
+	d := m.bin.DWARF()
+	for range 4 {
+		if n, ok := e.Val(dwarf.AttrName).(string); ok {
+			return n
+		}
+		off, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
+		if !ok {
+			off, ok = e.Val(dwarf.AttrSpecification).(dwarf.Offset)
+		}
+		if !ok {
+			return "?"
+		}
+		r := d.Reader()
+		r.Seek(off)
+		next, err := r.Next()
+		if err != nil || next == nil {
+			return "?"
+		}
+		e = next
+	}
+	return "?"
+}
+
+func demangled(name string) string {
+	// .dynsym names may carry a symbol version: __libc_start_main@GLIBC_2.2.5.
+	if i := strings.IndexByte(name, '@'); i > 0 {
+		name = name[:i]
+	}
+	if strings.HasPrefix(name, "_Z") || strings.HasPrefix(name, "_R") {
+		return demangle.Filter(name)
+	}
+	return name
+}

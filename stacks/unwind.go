@@ -1,0 +1,320 @@
+package stacks
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/go-delve/delve/pkg/dwarf/frame"
+)
+
+// Registers captured at the probe, by x86-64 DWARF number.
+const (
+	RegRBX = 3
+	RegRBP = 6
+	RegRSP = 7
+	RegR12 = 12
+	RegR13 = 13
+	RegR14 = 14
+	RegR15 = 15
+	RegRA  = 16 // return address column; the instruction pointer
+)
+
+// Capture is what a probe records for unwinding.
+type Capture struct {
+	PID  int
+	Regs map[uint64]uint64 // DWARF register number -> value
+	// Stack is a copy of the user stack from Regs[RegRSP] upward.
+	Stack []byte
+	// Requested is how many bytes the probe tried to copy.
+	Requested int
+}
+
+// Frame is one symbolized frame.
+type Frame struct {
+	Module  string `json:"module"`
+	Address uint64 `json:"address"` // module-relative (ELF virtual address)
+	Symbol  string `json:"symbol"`
+	Offset  uint64 `json:"offset"`
+	File    string `json:"file,omitempty"`
+	Line    int    `json:"line,omitempty"`
+	Inlined bool   `json:"inlined,omitempty"`
+}
+
+// Stack is an unwound stack.
+type Stack struct {
+	Frames    []Frame `json:"frames"`
+	Truncated bool    `json:"truncated"`
+	// Reason says why unwinding stopped early.
+	Reason string `json:"reason,omitempty"`
+}
+
+// maxFrames bounds unwinding of corrupt or cyclic stacks.
+const maxFrames = 128
+
+// Unwinder unwinds captures. It caches modules by build-id and process
+// mappings by pid; it is safe for use by one goroutine at a time.
+type Unwinder struct {
+	ProcRoot string
+
+	mu      sync.Mutex
+	modules map[string]*Module // by build-id, or path when there is none
+	byPath  map[string]*Module // path -> module, for processes that exited
+	maps    map[int][]Mapping  // per pid
+	failed  map[string]error   // modules that could not be opened
+}
+
+// NewUnwinder returns an unwinder reading /proc under procRoot ("" = /proc).
+func NewUnwinder(procRoot string) *Unwinder {
+	return &Unwinder{ProcRoot: procRoot, modules: map[string]*Module{}, byPath: map[string]*Module{}, maps: map[int][]Mapping{}, failed: map[string]error{}}
+}
+
+// Close releases every module.
+func (u *Unwinder) Close() error {
+	var errs []error
+	for _, m := range u.modules {
+		errs = append(errs, m.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Prepare reads a process's mappings and indexes its modules ahead of its
+// first event, so a process that exits before its events are symbolized
+// still gets named frames.
+func (u *Unwinder) Prepare(pid int) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	maps, err := ReadMaps(u.ProcRoot, pid)
+	if err != nil {
+		return err
+	}
+	u.maps[pid] = maps
+	for _, mp := range maps {
+		if mp.Exec && mp.Path != "" && mp.Path[0] == '/' {
+			u.module(pid, mp)
+		}
+	}
+	return nil
+}
+
+// resolve finds the module and module address of a process address,
+// re-reading the mappings once when the address is outside the known ones.
+func (u *Unwinder) resolve(pid int, addr uint64) (*Module, uint64, error) {
+	mp, ok := find(u.maps[pid], addr)
+	if !ok {
+		if maps, err := ReadMaps(u.ProcRoot, pid); err == nil {
+			u.maps[pid] = maps
+			mp, ok = find(maps, addr)
+		}
+	}
+	if !ok {
+		return nil, 0, fmt.Errorf("address %#x is outside every mapping of pid %d", addr, pid)
+	}
+	if mp.Path == "" || mp.Path[0] != '/' {
+		return nil, 0, fmt.Errorf("address %#x is in %s, not in a file", addr, orAnon(mp.Path))
+	}
+	m, err := u.module(pid, mp)
+	if err != nil {
+		return nil, 0, err
+	}
+	v, ok := m.vaddr(mp, addr)
+	if !ok {
+		return nil, 0, fmt.Errorf("address %#x maps to no segment of %s", addr, mp.Path)
+	}
+	return m, v, nil
+}
+
+func orAnon(p string) string {
+	if p == "" {
+		return "anonymous memory"
+	}
+	return p
+}
+
+// module opens a mapped file through the process's root, so files inside
+// a container's mount namespace are found, and caches it by build-id.
+func (u *Unwinder) module(pid int, mp Mapping) (*Module, error) {
+	if m, ok := u.byPath[mp.Path]; ok {
+		return m, nil
+	}
+	if err, ok := u.failed[mp.Path]; ok {
+		return nil, err
+	}
+	root := u.ProcRoot
+	if root == "" {
+		root = "/proc"
+	}
+	path := fmt.Sprintf("%s/%d/root%s", root, pid, mp.Path)
+	m, err := OpenModule(path)
+	if err != nil {
+		// The process may be gone: the host path is the next best source.
+		if m, err = OpenModule(mp.Path); err != nil {
+			u.failed[mp.Path] = err
+			return nil, err
+		}
+	}
+	key := m.BuildID
+	if key == "" {
+		key = mp.Path
+	}
+	if cached, ok := u.modules[key]; ok {
+		m.Close()
+		m = cached
+	} else {
+		u.modules[key] = m
+	}
+	m.Path = mp.Path
+	u.byPath[mp.Path] = m
+	return m, nil
+}
+
+// Unwind walks the captured stack and symbolizes each frame.
+func (u *Unwinder) Unwind(c Capture) Stack {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var st Stack
+	regs := map[uint64]uint64{}
+	for k, v := range c.Regs {
+		regs[k] = v
+	}
+	sp0 := regs[RegRSP]
+	mem := func(addr uint64) (uint64, bool) {
+		if addr < sp0 || addr+8 > sp0+uint64(len(c.Stack)) || addr+8 < addr {
+			return 0, false
+		}
+		return binary.LittleEndian.Uint64(c.Stack[addr-sp0:]), true
+	}
+	stop := func(format string, args ...any) Stack {
+		st.Truncated = true
+		st.Reason = fmt.Sprintf(format, args...)
+		return st
+	}
+	pc := regs[RegRA]
+	for depth := 0; ; depth++ {
+		if depth == maxFrames {
+			return stop("more than %d frames", maxFrames)
+		}
+		m, vaddr, err := u.resolve(c.PID, pc)
+		if err != nil {
+			return stop("%v", err)
+		}
+		// A return address points after the call; look up the call itself.
+		lookup := vaddr
+		if depth > 0 {
+			lookup--
+		}
+		frames := append([]Frame(nil), m.symbolize(lookup)...) // the module caches them
+		if depth > 0 {
+			// Report return addresses as the call site, as gdb does, but keep
+			// the offset of the return address.
+			for i := range frames {
+				frames[i].Address++
+				if !frames[i].Inlined {
+					frames[i].Offset++
+				}
+			}
+		}
+		st.Frames = append(st.Frames, frames...)
+
+		next, done, err := step(m, lookup, regs, mem)
+		if done {
+			return st
+		}
+		if err != nil {
+			return stop("%v", err)
+		}
+		regs = next
+		pc = regs[RegRA]
+		if pc == 0 {
+			return st
+		}
+	}
+}
+
+// step computes the caller's registers from the callee's, by the CFI row
+// at pc, or by frame pointers where the module has no CFI.
+func step(m *Module, pc uint64, regs map[uint64]uint64, mem func(uint64) (uint64, bool)) (map[uint64]uint64, bool, error) {
+	if !m.HasCFI {
+		return framePointerStep(regs, mem)
+	}
+	fde, err := m.fdes.FDEForPC(pc)
+	if err != nil {
+		return nil, false, fmt.Errorf("no CFI covers %s+%#x", m.Path, pc)
+	}
+	fc, err := fde.EstablishFrame(pc)
+	if err != nil {
+		return nil, false, fmt.Errorf("bad CFI at %s+%#x: %v", m.Path, pc, err)
+	}
+	var cfa uint64
+	switch fc.CFA.Rule {
+	case frame.RuleCFA:
+		base, ok := regs[fc.CFA.Reg]
+		if !ok {
+			return nil, false, fmt.Errorf("CFA needs register %d, which is unknown here", fc.CFA.Reg)
+		}
+		cfa = uint64(int64(base) + fc.CFA.Offset)
+	default:
+		return nil, false, fmt.Errorf("CFA rule %d at %s+%#x is not supported", fc.CFA.Rule, m.Path, pc)
+	}
+	ra, ok := fc.Regs[fc.RetAddrReg]
+	if !ok || ra.Rule == frame.RuleUndefined {
+		// The outermost frame (_start) marks its return address undefined.
+		return nil, true, nil
+	}
+	next := map[uint64]uint64{}
+	// Callee-saved registers keep their value unless the row says otherwise.
+	for _, r := range []uint64{RegRBX, RegRBP, RegR12, RegR13, RegR14, RegR15} {
+		if v, ok := regs[r]; ok {
+			next[r] = v
+		}
+	}
+	for r, rule := range fc.Regs {
+		switch rule.Rule {
+		case frame.RuleOffset:
+			v, ok := mem(uint64(int64(cfa) + rule.Offset))
+			if !ok {
+				if r == fc.RetAddrReg {
+					return nil, false, fmt.Errorf("the return address at %#x is past the copied stack", uint64(int64(cfa)+rule.Offset))
+				}
+				delete(next, r)
+				continue
+			}
+			next[r] = v
+		case frame.RuleValOffset:
+			next[r] = uint64(int64(cfa) + rule.Offset)
+		case frame.RuleRegister:
+			if v, ok := regs[rule.Reg]; ok {
+				next[r] = v
+			} else {
+				delete(next, r)
+			}
+		case frame.RuleSameVal:
+			if v, ok := regs[r]; ok {
+				next[r] = v
+			}
+		case frame.RuleUndefined:
+			delete(next, r)
+		default:
+			delete(next, r)
+		}
+	}
+	next[RegRA] = next[fc.RetAddrReg]
+	next[RegRSP] = cfa
+	return next, false, nil
+}
+
+// framePointerStep is the fallback for modules without CFI.
+func framePointerStep(regs map[uint64]uint64, mem func(uint64) (uint64, bool)) (map[uint64]uint64, bool, error) {
+	bp, ok := regs[RegRBP]
+	if !ok || bp == 0 {
+		return nil, false, errors.New("no CFI and no frame pointer")
+	}
+	savedBP, ok1 := mem(bp)
+	ra, ok2 := mem(bp + 8)
+	if !ok1 || !ok2 {
+		return nil, false, fmt.Errorf("frame pointer %#x is outside the copied stack", bp)
+	}
+	next := map[uint64]uint64{RegRBP: savedBP, RegRA: ra, RegRSP: bp + 16}
+	return next, false, nil
+}
