@@ -23,6 +23,8 @@ type Module struct {
 	Path    string
 	BuildID string
 	HasCFI  bool
+	// Replaced says whether the file on disk is no longer what is mapped.
+	Replaced string
 
 	bin   *symbols.Binary
 	loads []*elf.Prog

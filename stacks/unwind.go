@@ -4,9 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 // Registers captured at the probe, by x86-64 DWARF number.
@@ -48,6 +52,8 @@ type Stack struct {
 	Truncated bool    `json:"truncated"`
 	// Reason says why unwinding stopped early.
 	Reason string `json:"reason,omitempty"`
+	// Notes report modules deleted or replaced on disk since they were mapped.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // maxFrames bounds unwinding of corrupt or cyclic stacks.
@@ -132,8 +138,10 @@ func orAnon(p string) string {
 	return p
 }
 
-// module opens a mapped file through the process's root, so files inside
-// a container's mount namespace are found, and caches it by build-id.
+// module opens the file a mapping maps. /proc/PID/map_files reaches the
+// mapped inode itself, even when the file on disk was deleted or replaced
+// since; /proc/PID/root reaches it inside a container's mount namespace;
+// the host path is the last resort, for a process that has exited.
 func (u *Unwinder) module(pid int, mp Mapping) (*Module, error) {
 	if m, ok := u.byPath[mp.Path]; ok {
 		return m, nil
@@ -145,13 +153,28 @@ func (u *Unwinder) module(pid int, mp Mapping) (*Module, error) {
 	if root == "" {
 		root = "/proc"
 	}
-	path := fmt.Sprintf("%s/%d/root%s", root, pid, mp.Path)
-	m, err := OpenModule(path)
+	hostPath := strings.TrimSuffix(mp.Path, " (deleted)")
+	var m *Module
+	var err error
+	for _, path := range []string{
+		fmt.Sprintf("%s/%d/map_files/%x-%x", root, pid, mp.Start, mp.End),
+		fmt.Sprintf("%s/%d/root%s", root, pid, hostPath),
+		hostPath,
+	} {
+		if m, err = OpenModule(path); err == nil {
+			break
+		}
+	}
 	if err != nil {
-		// The process may be gone: the host path is the next best source.
-		if m, err = OpenModule(mp.Path); err != nil {
-			u.failed[mp.Path] = err
-			return nil, err
+		u.failed[mp.Path] = err
+		return nil, err
+	}
+	m.Path = hostPath
+	if m.BuildID != "" && hostPath != mp.Path {
+		m.Replaced = "deleted since it was mapped"
+	} else if m.BuildID != "" {
+		if onDisk := buildIDOf(hostPath); onDisk != "" && onDisk != m.BuildID {
+			m.Replaced = fmt.Sprintf("replaced on disk (build-id %s, mapped %s)", onDisk, m.BuildID)
 		}
 	}
 	key := m.BuildID
@@ -164,9 +187,17 @@ func (u *Unwinder) module(pid int, mp Mapping) (*Module, error) {
 	} else {
 		u.modules[key] = m
 	}
-	m.Path = mp.Path
 	u.byPath[mp.Path] = m
 	return m, nil
+}
+
+func buildIDOf(path string) string {
+	b, err := symbols.Open(path, nil)
+	if err != nil {
+		return ""
+	}
+	defer b.Close()
+	return b.BuildID
 }
 
 // Unwind walks the captured stack and symbolizes each frame.
@@ -205,6 +236,12 @@ func (u *Unwinder) Unwind(c Capture) Stack {
 			lookup--
 		}
 		frames := append([]Frame(nil), m.symbolize(lookup)...) // the module caches them
+		if m.Replaced != "" {
+			note := fmt.Sprintf("%s was %s", m.Path, m.Replaced)
+			if !slices.Contains(st.Notes, note) {
+				st.Notes = append(st.Notes, note)
+			}
+		}
 		if depth > 0 {
 			// Report return addresses as the call site, as gdb does, but keep
 			// the offset of the return address.

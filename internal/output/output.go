@@ -183,6 +183,9 @@ func writeStack(b *strings.Builder, st *stacks.Stack) {
 	if st.Truncated {
 		fmt.Fprintf(b, "    ... truncated: %s\n", st.Reason)
 	}
+	for _, n := range st.Notes {
+		fmt.Fprintf(b, "    note: %s\n", n)
+	}
 }
 
 func label(g string) string {
