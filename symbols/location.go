@@ -282,10 +282,13 @@ func decodeEntryExpr(expr []byte, cfaOffset int64, fbErr error) (Location, error
 		loc = Location{Kind: InMemory, Reg: RegRSP, Offset: cfaOffset + off}
 	case op == opEntryValue || op == opGNUEntryVal:
 		n, _ := uleb(r)
-		sub := make([]byte, n)
-		if _, err := r.Read(sub); err != nil {
+		// Check the length first: a short read is no error for a
+		// bytes.Reader, and a corrupt length must not size the buffer.
+		if n > uint64(r.Len()) {
 			return Location{}, errors.New("truncated DW_OP_entry_value")
 		}
+		sub := make([]byte, n)
+		r.Read(sub)
 		inner, err := decodeEntryExpr(sub, cfaOffset, fbErr)
 		if err != nil {
 			return Location{}, err

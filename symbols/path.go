@@ -375,6 +375,7 @@ func (b *Binary) compile(text string, path Path, scope Scope) (operand, error) {
 		if !x.lvalue {
 			return operand{}, errAt(text, e, ErrBadExpression, "a struct passed in registers cannot be read by member")
 		}
+		b.fixZeroedArrays(x.typ)
 		m, names, ok := member(x.typ, e.Name)
 		if !ok {
 			err := &NotFoundError{Kind: ErrFieldNotFound, Name: e.Name, Where: typeName(x.typ), Closest: Closest(e.Name, names, 3), All: names}

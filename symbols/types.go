@@ -42,6 +42,7 @@ func (b *Binary) Type(name string) (dwarf.Type, error) {
 		for _, off := range ix.types[k] {
 			t, err := b.dwarf.Type(off)
 			if err == nil && !isIncomplete(t) {
+				b.fixZeroedArrays(t)
 				return t, nil
 			}
 		}
@@ -85,22 +86,26 @@ func Members(t dwarf.Type) ([]Member, error) {
 	return out, nil
 }
 
+// fieldBitOffset is the bit offset of a field from the start of its struct.
+func fieldBitOffset(f *dwarf.StructField) int64 {
+	switch {
+	case f.BitSize > 0 && f.ByteSize > 0:
+		// DWARF 2-4 DW_AT_bit_offset counts from the most significant
+		// bit of a ByteSize storage unit at ByteOffset (little-endian).
+		return f.ByteOffset*8 + f.ByteSize*8 - f.BitOffset - f.BitSize
+	case f.BitSize > 0:
+		// DW_AT_data_bit_offset counts from the start of the struct.
+		return f.ByteOffset*8 + f.DataBitOffset
+	default:
+		return f.ByteOffset * 8
+	}
+}
+
 func collectMembers(st *dwarf.StructType, base int64, depth int, out *[]Member) {
 	for _, f := range st.Field {
 		m := Member{Name: f.Name, Type: f.Type, Size: f.Type.Size(), Depth: depth}
-		switch {
-		case f.BitSize > 0 && f.ByteSize > 0:
-			// DWARF 2-4 DW_AT_bit_offset counts from the most significant
-			// bit of a ByteSize storage unit at ByteOffset (little-endian).
-			m.BitSize = f.BitSize
-			m.BitOffset = base + f.ByteOffset*8 + f.ByteSize*8 - f.BitOffset - f.BitSize
-		case f.BitSize > 0:
-			// DW_AT_data_bit_offset counts from the start of the struct.
-			m.BitSize = f.BitSize
-			m.BitOffset = base + f.ByteOffset*8 + f.DataBitOffset
-		default:
-			m.BitOffset = base + f.ByteOffset*8
-		}
+		m.BitSize = f.BitSize
+		m.BitOffset = base + fieldBitOffset(f)
 		*out = append(*out, m)
 		if f.Name == "" {
 			if inner, ok := Underlying(f.Type).(*dwarf.StructType); ok {
@@ -199,4 +204,116 @@ func (b *Binary) ReturnType(fn *Function) (dwarf.Type, error) {
 		return nil, nil
 	}
 	return b.dwarf.Type(off)
+}
+
+// fixZeroedArrays undoes a debug/dwarf heuristic that gives an array member
+// length 0 when the next member has the same byte offset (meant for old
+// compilers that wrote x[0] as x[1]). A bitfield after an array sets it
+// off wrongly: DWARF 5 gives bitfields no byte offset (0 for debug/dwarf),
+// DWARF 4 the offset of their storage unit, which may be the array's. The
+// array's own DIE still has its length: it is restored from there when the
+// array fits before the next member. Embedded structs are fixed too. The
+// fix changes debug/dwarf's cached types, so later users of them see it.
+func (b *Binary) fixZeroedArrays(t dwarf.Type) {
+	st, ok := Underlying(t).(*dwarf.StructType)
+	if !ok || b.dwarf == nil {
+		return
+	}
+	ix, err := b.idx()
+	if err != nil {
+		return
+	}
+	// The struct's DIE offset is not in the type: find a DIE describing it
+	// by name (typedefs, then the tag).
+	var keys []string
+	for u := t; ; {
+		if td, ok := u.(*dwarf.TypedefType); ok {
+			keys = append(keys, td.Name)
+			u = td.Type
+			continue
+		}
+		if q, ok := u.(*dwarf.QualType); ok {
+			u = q.Type
+			continue
+		}
+		break
+	}
+	if st.StructName != "" {
+		keys = append(keys, st.Kind+" "+st.StructName)
+	}
+	for _, k := range keys {
+		for _, off := range ix.types[k] {
+			if b.fixStructArrays(st, off, 0) {
+				return
+			}
+		}
+	}
+}
+
+// fixStructArrays fixes st from the DIE at off (a struct, or a typedef or
+// qualifier of one); it reports false if that DIE does not describe st.
+func (b *Binary) fixStructArrays(st *dwarf.StructType, off dwarf.Offset, depth int) bool {
+	if depth > 16 {
+		return false
+	}
+	r := b.dwarf.Reader()
+	var e *dwarf.Entry
+	for range 8 { // typedefs and qualifiers down to the struct
+		r.Seek(off)
+		var err error
+		if e, err = r.Next(); err != nil || e == nil {
+			return false
+		}
+		if e.Tag == dwarf.TagStructType || e.Tag == dwarf.TagUnionType {
+			break
+		}
+		if off, _ = e.Val(dwarf.AttrType).(dwarf.Offset); off == 0 {
+			return false
+		}
+	}
+	if e.Tag != dwarf.TagStructType && e.Tag != dwarf.TagUnionType || !e.Children {
+		return false
+	}
+	if size, _ := e.Val(dwarf.AttrByteSize).(int64); size != st.Size() {
+		return false
+	}
+	var types []dwarf.Offset
+	for i := 0; ; {
+		kid, err := r.Next()
+		if err != nil || kid == nil || kid.Tag == 0 {
+			break
+		}
+		if kid.Tag == dwarf.TagMember {
+			name, _ := kid.Val(dwarf.AttrName).(string)
+			if i >= len(st.Field) || st.Field[i].Name != name {
+				return false
+			}
+			typ, _ := kid.Val(dwarf.AttrType).(dwarf.Offset)
+			types = append(types, typ)
+			i++
+		}
+		if kid.Children {
+			r.SkipChildren()
+		}
+	}
+	if len(types) != len(st.Field) {
+		return false
+	}
+	for i, f := range st.Field {
+		if at, ok := f.Type.(*dwarf.ArrayType); ok && at.Count == 0 && st.Kind != "union" {
+			end := st.Size() * 8
+			if i+1 < len(st.Field) {
+				end = fieldBitOffset(st.Field[i+1])
+			}
+			if orig, err := b.dwarf.Type(types[i]); err == nil {
+				if oa, ok := orig.(*dwarf.ArrayType); ok && oa.Count > 0 && fieldBitOffset(f)+oa.Size()*8 <= end {
+					f.Type = orig
+				}
+			}
+		}
+		if inner, ok := Underlying(f.Type).(*dwarf.StructType); ok {
+			b.fixStructArrays(inner, types[i], depth+1)
+		}
+	}
+	return true
 }
