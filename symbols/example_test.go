@@ -175,7 +175,7 @@ func ExampleLayout() {
 	fmt.Print(text)
 	// Output:
 	// struct ngx_event_s {	/* size 16 */
-	// 	*void                            data;	/* byte    0, 8 bytes */
+	// 	void *                           data;	/* byte    0, 8 bytes */
 	// 	unsigned int                     write:1;	/* byte    8 bit 0, 1 bits */
 	// 	unsigned int                     eof:1;	/* byte    9 bit 0, 1 bits */
 	// 	unsigned int                     log_error:3;	/* byte    9 bit 6, 3 bits */

@@ -159,17 +159,39 @@ func Layout(t dwarf.Type) (string, error) {
 	return b.String(), nil
 }
 
-func typeName(t dwarf.Type) string {
-	if t == nil {
+func typeName(t dwarf.Type) string { return TypeName(t) }
+
+// TypeName spells a type as C does: "ngx_event_t *", "u_char [16]",
+// "struct <anonymous>".
+func TypeName(t dwarf.Type) string {
+	switch u := t.(type) {
+	case nil:
+		return "void"
+	case *dwarf.PtrType:
+		if u.Type == nil {
+			return "void *"
+		}
+		if _, ok := u.Type.(*dwarf.FuncType); ok {
+			return "(function) *"
+		}
+		inner := TypeName(u.Type)
+		if strings.HasSuffix(inner, "*") {
+			return inner + "*"
+		}
+		return inner + " *"
+	case *dwarf.ArrayType:
+		return fmt.Sprintf("%s [%d]", TypeName(u.Type), u.Count)
+	case *dwarf.QualType:
+		return u.Qual + " " + TypeName(u.Type)
+	case *dwarf.StructType:
+		if u.StructName == "" {
+			return u.Kind + " <anonymous>"
+		}
+		return u.Kind + " " + u.StructName
+	case *dwarf.VoidType:
 		return "void"
 	}
-	s := t.String()
-	if s == "" {
-		if st, ok := t.(*dwarf.StructType); ok {
-			return st.Kind + " <anonymous>"
-		}
-	}
-	return s
+	return t.String()
 }
 
 // TypeNames lists named types containing pattern, for suggestions.

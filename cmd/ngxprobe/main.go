@@ -170,10 +170,10 @@ func cmdFuncs(args []string, stdout io.Writer) error {
 		var ps []string
 		for _, p := range params {
 			if p.Err != nil {
-				ps = append(ps, fmt.Sprintf("%s %s@<unavailable>", p.Type, p.Name))
+				ps = append(ps, fmt.Sprintf("%s %s@<unavailable>", symbols.TypeName(p.Type), p.Name))
 				continue
 			}
-			ps = append(ps, fmt.Sprintf("%s %s@%s", p.Type, p.Name, p.Location))
+			ps = append(ps, fmt.Sprintf("%s %s@%s", symbols.TypeName(p.Type), p.Name, p.Location))
 		}
 		fmt.Fprintf(stdout, "(%s)\n", strings.Join(ps, ", "))
 	}
