@@ -33,6 +33,9 @@ test: nginx vet
 
 bench: nginx build
 	bash bench/run.sh
+	bash bench/hitcost.sh
+	$(GO) test ./bench -run '^$$' -bench Unwind -benchtime 20000x
+	$(GO) test ./bench -run '^$$' -bench ModuleMemory -benchtime 1x
 
 clean:
 	rm -rf bin

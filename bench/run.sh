@@ -19,6 +19,7 @@ worker_processes 1;
 daemon on;
 pid $work/nginx.pid;
 error_log $work/error.log warn;
+worker_rlimit_nofile 4096;
 events { worker_connections 1024; }
 http {
   access_log off;
@@ -46,39 +47,79 @@ master=$(cat "$work/nginx.pid")
 echo "# $(date -u +%FT%TZ) $(nproc) cores, kernel $(uname -r), nginx $($nginx -v 2>&1 | sed 's/.*\///')"
 echo "# command: RUNS=$RUNS DURATION=$DURATION bash bench/run.sh"
 
-# Attach latency: from command start to the "attached" line.
-attach_ms() {
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# Attach latency: the whole command, attach then exit at once, so every
+# tool is timed the same way (bpftrace's BEGIN fires after all probes are
+# attached). Cold runs drop the page cache first.
+lto=$(bash internal/nginxtest/build-nginx.sh lto | tail -n1)/sbin/nginx
+bash bench/bpftrace-default.sh "$nginx" >"$work/attach.bt"
+echo 'BEGIN { exit(); }' >>"$work/attach.bt"
+timed() {
   local start end
   start=$(date +%s%N)
-  "$NGXPROBE" run -p "$master" --duration 1ms 2>&1 >/dev/null | grep -m1 -q "attached"
+  "$@" >/dev/null 2>&1
   end=$(date +%s%N)
   echo $(((end - start) / 1000000))
 }
-cold=(); warm=()
+declare -A cold warm
+tools=(ngxprobe_o2 ngxprobe_lto)
+command -v bpftrace >/dev/null && tools+=(bpftrace_o2)
+attach_cmd() {
+  case "$1" in
+    ngxprobe_o2) "$NGXPROBE" run --binary "$nginx" --duration 1ms ;;
+    ngxprobe_lto) "$NGXPROBE" run --binary "$lto" --duration 1ms ;;
+    bpftrace_o2) bpftrace "$work/attach.bt" ;;
+  esac
+}
 for _ in $(seq "$RUNS"); do
-  sync; echo 3 >/proc/sys/vm/drop_caches
-  cold+=("$(attach_ms)")
-  warm+=("$(attach_ms)")
+  for t in "${tools[@]}"; do
+    sync; echo 3 >/proc/sys/vm/drop_caches
+    cold[$t]="${cold[$t]:-} $(timed attach_cmd "$t")"
+    warm[$t]="${warm[$t]:-} $(timed attach_cmd "$t")"
+  done
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "attach_ms_cold median $(median "${cold[@]}") runs ${cold[*]}"
-echo "attach_ms_warm median $(median "${warm[@]}") runs ${warm[*]}"
+for t in "${tools[@]}"; do
+  echo "attach_ms $t cold median $(median ${cold[$t]}) warm median $(median ${warm[$t]}) (cold runs${cold[$t]}; warm runs${warm[$t]})"
+done
 
 rps() { wrk -t1 -c16 -d"${DURATION}s" "http://127.0.0.1:$port/$1" | awk '/Requests\/sec/ {print int($2)}'; }
+bash bench/bpftrace-default.sh "$nginx" >"$work/default.bt"
+# variant -> attach command; each prints "attach" on stderr once attached
+attach() {
+  case "$1" in
+    ngxprobe_default) "$NGXPROBE" run -p "$master" >/dev/null ;;
+    ngxprobe_default_close_stacks) "$NGXPROBE" run -p "$master" --stack >/dev/null ;;
+    bpftrace_same_points) bpftrace "$work/default.bt" >/dev/null ;;
+  esac
+}
+variants=(baseline ngxprobe_default ngxprobe_default_close_stacks)
+command -v bpftrace >/dev/null && variants+=(bpftrace_same_points)
 for path in static proxy; do
-  base=(); probed=(); rss=()
+  declare -A runs=()
+  rss=()
   for _ in $(seq "$RUNS"); do
-    base+=("$(rps "$path")")
-    "$NGXPROBE" run -p "$master" >/dev/null 2>"$work/probe.err" &
-    probe_pid=$!
-    for _ in $(seq 100); do grep -q attached "$work/probe.err" 2>/dev/null && break; sleep 0.05; done
-    probed+=("$(rps "$path")")
-    rss+=("$(awk '/VmRSS/ {print $2}' "/proc/$probe_pid/status")")
-    kill -INT "$probe_pid"; wait "$probe_pid" || true; probe_pid=""
+    for v in "${variants[@]}"; do
+      if [ "$v" = baseline ]; then
+        runs[$v]="${runs[$v]:-} $(rps "$path")"
+        continue
+      fi
+      attach "$v" 2>"$work/probe.err" &
+      probe_pid=$!
+      for _ in $(seq 200); do grep -qi attach "$work/probe.err" 2>/dev/null && break; sleep 0.05; done
+      sleep 0.5
+      runs[$v]="${runs[$v]:-} $(rps "$path")"
+      if [ "$v" = ngxprobe_default ]; then
+        rss+=("$(awk '/VmRSS/ {print $2}' "/proc/$probe_pid/status")")
+      fi
+      kill -INT "$probe_pid"; wait "$probe_pid" || true; probe_pid=""
+    done
   done
-  b=$(median "${base[@]}"); p=$(median "${probed[@]}")
-  echo "wrk_$path baseline_rps median $b runs ${base[*]}"
-  echo "wrk_$path default_set_rps median $p runs ${probed[*]}"
-  echo "wrk_$path retention $(awk -v p="$p" -v b="$b" 'BEGIN {printf "%.3f", p/b}')"
-  echo "ngxprobe_rss_kib_while_attached ($path) median $(median "${rss[@]}") runs ${rss[*]}"
+  b=$(median ${runs[baseline]})
+  for v in "${variants[@]}"; do
+    m=$(median ${runs[$v]})
+    printf 'wrk_%s %-32s median_rps %8s retention %s runs%s\n' "$path" "$v" "$m" "$(awk -v p="$m" -v b="$b" 'BEGIN {printf "%.3f", p/b}')" "${runs[$v]}"
+  done
+  echo "ngxprobe_rss_kib_while_attached ($path, default set) median $(median "${rss[@]}") runs ${rss[*]}"
+  unset runs
 done

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Per-hit cost of a probe against the floor (an empty uprobe), measured on
+# a function called in a tight loop, variants alternating in one run.
+#   RUNS=5 bash bench/hitcost.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+CALLS=${CALLS:-100000}
+go build -o bin/ngxprobe ./cmd/ngxprobe
+go build -o bin/emptyprobe ./bench/emptyprobe
+work=$(mktemp -d)
+trap 'pkill -INT -f "$work/loop" 2>/dev/null || true; rm -rf "$work"' EXIT
+gcc -O2 -g -fomit-frame-pointer -o "$work/loop" bench/hitcost/loop.c
+loop="$work/loop"
+leaf='r->top->mid->leaf'
+eight="$leaf->f[0],$leaf->f[1],$leaf->f[2],$leaf->f[3],$leaf->f[4],$leaf->f[5],$leaf->f[6],$leaf->f[7]"
+bt_eight='$l = *(uint64*)(*(uint64*)(*(uint64*)(arg0+8)+16)+8); printf("%d %d %d %d %d %d %d %d\n", *(int64*)($l), *(int64*)($l+8), *(int64*)($l+16), *(int64*)($l+24), *(int64*)($l+32), *(int64*)($l+40), *(int64*)($l+48), *(int64*)($l+56));'
+
+# variant name -> command that attaches and prints "attached" on stderr
+attach() {
+  case "$1" in
+    none) return 0 ;;
+    empty_uprobe) bin/emptyprobe "$loop" target ;;
+    ngxprobe_1_field) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe 'target:r->id' >/dev/null ;;
+    ngxprobe_8_fields_3_hops) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe "target:$eight" >/dev/null ;;
+    ngxprobe_8_fields_stack) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --stack-bytes 8192 --probe "target:$eight,stack" >/dev/null ;;
+    ngxprobe_uretprobe) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe 'target%return:$retval' >/dev/null ;;
+    bpftrace_8_fields) bpftrace -e "uprobe:$loop:target { $bt_eight }" 2>&1 >/dev/null | sed 's/^Attaching.*/attached/' ;;
+  esac
+}
+variants=(none empty_uprobe ngxprobe_1_field ngxprobe_8_fields_3_hops ngxprobe_8_fields_stack ngxprobe_uretprobe)
+command -v bpftrace >/dev/null && variants+=(bpftrace_8_fields)
+declare -A results
+for run in $(seq "$RUNS"); do
+  for v in "${variants[@]}"; do
+    calls=$CALLS
+    [ "$v" = ngxprobe_8_fields_stack ] && calls=$((CALLS / 5))
+    if [ "$v" = none ]; then
+      ns=$("$loop" "$calls" | awk '{print $1}')
+    else
+      attach "$v" 2>"$work/attach.err" &
+      pid=$!
+      for _ in $(seq 200); do grep -q attached "$work/attach.err" 2>/dev/null && break; sleep 0.05; done
+      [ "$v" = bpftrace_8_fields ] && sleep 1 # bpftrace prints before attaching all
+      ns=$("$loop" "$calls" | awk '{print $1}')
+      pkill -INT -P "$pid" 2>/dev/null || true; kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+      lost=$(grep -o '[0-9]* lost' "$work/attach.err" | head -1 || true)
+      [ -n "$lost" ] && [ "$lost" != "0 lost" ] && echo "# $v run $run: $lost" >&2
+    fi
+    results[$v]="${results[$v]:-} $ns"
+  done
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo "# $(date -u +%FT%TZ) $(nproc) cores, kernel $(uname -r); RUNS=$RUNS CALLS=$CALLS bash bench/hitcost.sh"
+floor=$(median ${results[empty_uprobe]})
+printf '%-28s %12s %10s   %s\n' variant ns/call ratio runs
+for v in "${variants[@]}"; do
+  m=$(median ${results[$v]})
+  printf '%-28s %12s %10s  %s\n' "$v" "$m" "$(awk -v a="$m" -v b="$floor" 'BEGIN {printf "%.2f", a/b}')" "${results[$v]}"
+done
