@@ -36,7 +36,8 @@ func ParseMaps(r io.Reader) ([]Mapping, error) {
 	var out []Mapping
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+		line := sc.Text()
+		f := strings.Fields(line)
 		if len(f) < 5 {
 			continue
 		}
@@ -56,7 +57,9 @@ func ParseMaps(r io.Reader) ([]Mapping, error) {
 			return nil, fmt.Errorf("maps: %w", err)
 		}
 		if len(f) >= 6 {
-			m.Path = strings.Join(f[5:], " ")
+			// The path is the rest of the line, as it is: it may hold runs
+			// of spaces that Fields would collapse.
+			m.Path = pathField(line)
 		}
 		out = append(out, m)
 	}
@@ -71,4 +74,19 @@ func find(maps []Mapping, addr uint64) (Mapping, bool) {
 		}
 	}
 	return Mapping{}, false
+}
+
+// pathField returns what follows the fifth field (the inode) of a maps
+// line.
+func pathField(line string) string {
+	rest := line
+	for range 5 {
+		rest = strings.TrimLeft(rest, " \t")
+		i := strings.IndexAny(rest, " \t")
+		if i < 0 {
+			return ""
+		}
+		rest = rest[i:]
+	}
+	return strings.TrimLeft(rest, " \t")
 }

@@ -134,6 +134,13 @@ func (m *Module) symbolAt(vaddr uint64) (symbol, bool) {
 	return found, ok
 }
 
+// atFunctionEntry reports whether vaddr is the first instruction of a
+// function symbol.
+func (m *Module) atFunctionEntry(vaddr uint64) bool {
+	s, ok := m.symbolAt(vaddr)
+	return ok && s.addr == vaddr
+}
+
 func (m *Module) indexUnits(d *dwarf.Data) {
 	r := d.Reader()
 	for {

@@ -120,6 +120,10 @@ func (u *Unwinder) resolve(pid int, addr uint64) (*Module, uint64, error) {
 	if mp.Path == "" || mp.Path[0] != '/' {
 		return nil, 0, fmt.Errorf("address %#x is in %s, not in a file", addr, orAnon(mp.Path))
 	}
+	if !mp.Exec {
+		// Data, not code: not a pc, whatever the bytes said.
+		return nil, 0, fmt.Errorf("address %#x is in a mapping of %s that is not executable", addr, mp.Path)
+	}
 	m, err := u.module(pid, mp)
 	if err != nil {
 		return nil, 0, err
@@ -154,16 +158,22 @@ func (u *Unwinder) module(pid int, mp Mapping) (*Module, error) {
 		root = "/proc"
 	}
 	hostPath := strings.TrimSuffix(mp.Path, " (deleted)")
+	mapFiles := fmt.Sprintf("%s/%d/map_files/%x-%x", root, pid, mp.Start, mp.End)
+	candidates := []string{mapFiles}
+	if hostPath == mp.Path {
+		candidates = append(candidates, fmt.Sprintf("%s/%d/root%s", root, pid, hostPath), hostPath)
+	}
 	var m *Module
 	var err error
-	for _, path := range []string{
-		fmt.Sprintf("%s/%d/map_files/%x-%x", root, pid, mp.Start, mp.End),
-		fmt.Sprintf("%s/%d/root%s", root, pid, hostPath),
-		hostPath,
-	} {
+	for _, path := range candidates {
 		if m, err = OpenModule(path); err == nil {
 			break
 		}
+	}
+	if err != nil && hostPath != mp.Path {
+		// Whatever is at the path now is another file, likely another
+		// build: its symbols and CFI would make up frames.
+		err = fmt.Errorf("%s was deleted since it was mapped, and the mapped file can't be read through map_files (that needs CAP_SYS_ADMIN): %w", hostPath, err)
 	}
 	if err != nil {
 		u.failed[mp.Path] = err
@@ -173,7 +183,12 @@ func (u *Unwinder) module(pid int, mp Mapping) (*Module, error) {
 	if m.BuildID != "" && hostPath != mp.Path {
 		m.Replaced = "deleted since it was mapped"
 	} else if m.BuildID != "" {
-		if onDisk := buildIDOf(hostPath); onDisk != "" && onDisk != m.BuildID {
+		// The file as the process sees it, inside its mount namespace.
+		onDisk := buildIDOf(fmt.Sprintf("%s/%d/root%s", root, pid, hostPath))
+		if onDisk == "" {
+			onDisk = buildIDOf(hostPath)
+		}
+		if onDisk != "" && onDisk != m.BuildID {
 			m.Replaced = fmt.Sprintf("replaced on disk (build-id %s, mapped %s)", onDisk, m.BuildID)
 		}
 	}
@@ -254,7 +269,7 @@ func (u *Unwinder) Unwind(c Capture) Stack {
 		}
 		st.Frames = append(st.Frames, frames...)
 
-		next, done, err := step(m, lookup, regs, mem)
+		next, done, err := step(m, lookup, depth == 0 && m.atFunctionEntry(lookup), regs, mem)
 		if done {
 			return st
 		}
@@ -270,10 +285,11 @@ func (u *Unwinder) Unwind(c Capture) Stack {
 }
 
 // step computes the caller's registers from the callee's, by the CFI row
-// at pc, or by frame pointers where the module has no CFI.
-func step(m *Module, pc uint64, regs map[uint64]uint64, mem func(uint64) (uint64, bool)) (map[uint64]uint64, bool, error) {
+// at pc, or by frame pointers where the module has no CFI. atEntry says
+// pc is the first instruction of a function (a probe at its entry).
+func step(m *Module, pc uint64, atEntry bool, regs map[uint64]uint64, mem func(uint64) (uint64, bool)) (map[uint64]uint64, bool, error) {
 	if !m.HasCFI {
-		return framePointerStep(regs, mem)
+		return framePointerStep(regs, mem, atEntry)
 	}
 	fde, err := m.fdes.FDEForPC(pc)
 	if err != nil {
@@ -342,7 +358,22 @@ func step(m *Module, pc uint64, regs map[uint64]uint64, mem func(uint64) (uint64
 }
 
 // framePointerStep is the fallback for modules without CFI.
-func framePointerStep(regs map[uint64]uint64, mem func(uint64) (uint64, bool)) (map[uint64]uint64, bool, error) {
+func framePointerStep(regs map[uint64]uint64, mem func(uint64) (uint64, bool), atEntry bool) (map[uint64]uint64, bool, error) {
+	if atEntry {
+		// The function has not pushed rbp yet: its return address is at
+		// sp and rbp is still its caller's frame pointer. Walking rbp from
+		// here would skip the caller.
+		sp := regs[RegRSP]
+		ra, ok := mem(sp)
+		if !ok {
+			return nil, false, fmt.Errorf("the return address at %#x is past the copied stack", sp)
+		}
+		next := map[uint64]uint64{RegRA: ra, RegRSP: sp + 8}
+		if bp, ok := regs[RegRBP]; ok {
+			next[RegRBP] = bp
+		}
+		return next, false, nil
+	}
 	bp, ok := regs[RegRBP]
 	if !ok || bp == 0 {
 		return nil, false, errors.New("no CFI and no frame pointer")

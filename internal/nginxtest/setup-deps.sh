@@ -14,6 +14,8 @@ PKGS=(
 	dwarves gdb curl wrk binutils
 	# e2e: leftover uprobe and program checks
 	bpftool
+	# libc frames named in stacks (and by gdb); bpftrace for the benchmarks
+	libc6-dbg bpftrace
 )
 
 missing=()
