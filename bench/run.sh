@@ -3,6 +3,7 @@
 # one run: attach latency (cold and warm page cache), ngxprobe's RSS while
 # attached, and wrk throughput with and without the probes, alternating.
 #   make bench            (or: RUNS=5 DURATION=5 bash bench/run.sh)
+#   SKIP_WRK=1 skips the throughput part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -40,7 +41,7 @@ cleanup() {
   sleep 0.5; rm -rf "$work"
 }
 trap cleanup EXIT
-"$nginx" -p "$work/" -c "$work/nginx.conf"
+"$nginx" -p "$work/" -c "$work/nginx.conf" -e "$work/error.log"
 for _ in $(seq 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.1; done
 master=$(cat "$work/nginx.pid")
 
@@ -49,17 +50,20 @@ echo "# command: RUNS=$RUNS DURATION=$DURATION bash bench/run.sh"
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-# Attach latency: the whole command, attach then exit at once, so every
-# tool is timed the same way (bpftrace's BEGIN fires after all probes are
-# attached). Cold runs drop the page cache first.
+# Attach latency: from command start to the line saying the probes are
+# attached (ngxprobe's "attached" summary; a bpftrace BEGIN probe, which
+# fires once all probes are attached). Cold runs drop the page cache first.
 lto=$(bash internal/nginxtest/build-nginx.sh lto | tail -n1)/sbin/nginx
 bash bench/bpftrace-default.sh "$nginx" >"$work/attach.bt"
-echo 'BEGIN { exit(); }' >>"$work/attach.bt"
+echo 'BEGIN { printf("attached\n"); exit(); }' >>"$work/attach.bt"
 timed() {
-  local start end
+  local start end p
   start=$(date +%s%N)
-  "$@" >/dev/null 2>&1
+  "$@" >"$work/attach.out" 2>&1 &
+  p=$!
+  for _ in $(seq 2000); do grep -q attached "$work/attach.out" && break; sleep 0.005; done
   end=$(date +%s%N)
+  wait "$p" || true
   echo $(((end - start) / 1000000))
 }
 declare -A cold warm
@@ -83,6 +87,7 @@ for t in "${tools[@]}"; do
   echo "attach_ms $t cold median $(median ${cold[$t]}) warm median $(median ${warm[$t]}) (cold runs${cold[$t]}; warm runs${warm[$t]})"
 done
 
+[ -n "${SKIP_WRK:-}" ] && exit 0
 rps() { wrk -t1 -c16 -d"${DURATION}s" "http://127.0.0.1:$port/$1" | awk '/Requests\/sec/ {print int($2)}'; }
 bash bench/bpftrace-default.sh "$nginx" >"$work/default.bt"
 # variant -> attach command; each prints "attach" on stderr once attached
