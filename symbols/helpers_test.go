@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -30,15 +31,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// skipOrFail skips the test, or fails it when CI=true: in CI a missing tool
-// is a broken environment, not a reason to test less.
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
+// skipOrFail: in CI a missing tool is a broken environment, not a reason
+// to test less.
+var skipOrFail = testenv.SkipOrFail
 
 // requireTools returns the path of each tool, skipping (CI: failing) the
 // test when one is missing.

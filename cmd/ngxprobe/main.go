@@ -122,27 +122,28 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func openBinary(t *target.Target) (*symbols.Binary, error) {
-	bin, err := symbols.Open(t.Path, nil)
-	if err != nil {
-		return nil, err
-	}
-	return bin, nil
-}
-
-func cmdFuncs(args []string, stdout io.Writer) error {
+// openTarget parses a command's flags, then opens the binary it names.
+func openTarget(name string, args []string) (*target.Target, *symbols.Binary, []string, error) {
 	var c common
-	fs := flag.NewFlagSet("funcs", flag.ContinueOnError)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	c.register(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	t, err := c.target()
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	bin, err := openBinary(t)
+	bin, err := symbols.Open(t.Path, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return t, bin, pos, nil
+}
+
+func cmdFuncs(args []string, stdout io.Writer) error {
+	t, bin, pos, err := openTarget("funcs", args)
 	if err != nil {
 		return err
 	}
@@ -186,25 +187,14 @@ func firstLine(err error) string {
 }
 
 func cmdFields(args []string, stdout io.Writer) error {
-	var c common
-	fs := flag.NewFlagSet("fields", flag.ContinueOnError)
-	c.register(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) == 0 {
-		return fmt.Errorf("%w: fields needs a TYPE, e.g. ngx_connection_t", errUsage)
-	}
-	t, err := c.target()
-	if err != nil {
-		return err
-	}
-	bin, err := openBinary(t)
+	_, bin, pos, err := openTarget("fields", args)
 	if err != nil {
 		return err
 	}
 	defer bin.Close()
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: fields needs a TYPE, e.g. ngx_connection_t", errUsage)
+	}
 	typ, err := bin.Type(strings.Join(pos, " "))
 	if err != nil {
 		return err
@@ -253,7 +243,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	start := time.Now()
-	bin, err := openBinary(t)
+	bin, err := symbols.Open(t.Path, nil)
 	if err != nil {
 		return err
 	}
