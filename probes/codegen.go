@@ -404,6 +404,7 @@ func (e *emitter) value(p program, s valueSlot) error {
 		e.emit(asm.StoreImm(regEvent, slot+slotLen, int64(r.Size), asm.Word))
 	case symbols.ReadCString:
 		e.emit(
+			asm.JLT.Imm(regBase, nullPage, fault),
 			asm.Mov.Reg(asm.R1, regEvent),
 			asm.Add.Imm(asm.R1, int32(data)),
 			asm.Mov.Imm(asm.R2, int32(r.Cap)),
@@ -421,13 +422,19 @@ func (e *emitter) value(p program, s valueSlot) error {
 			asm.Mov.Imm(asm.R2, int32(r.Cap)),
 		)
 		e.mark(clamp)
+		empty := e.label("empty")
 		e.emit(
-			asm.Mov.Reg(regBase, asm.R2), // keep the length read
+			asm.Mov.Reg(regBase, asm.R2),  // keep the length read
+			asm.JEq.Imm(asm.R2, 0, empty), // an empty string has no data to read
 			asm.Mov.Reg(asm.R1, regEvent),
 			asm.Add.Imm(asm.R1, int32(data+16)),
 			asm.LoadMem(asm.R3, regEvent, data+8, asm.DWord),
+			asm.JLT.Imm(asm.R3, nullPage, fault),
 			asm.FnProbeReadUser.Call(),
 			asm.JNE.Imm(asm.R0, 0, fault),
+		)
+		e.mark(empty)
+		e.emit(
 			asm.Add.Imm(regBase, 16),
 			asm.StoreMem(regEvent, slot+slotLen, regBase, asm.Word),
 		)
@@ -510,9 +517,16 @@ func (e *emitter) copyStack(l layout) {
 	e.emit(asm.Mov.Imm(asm.R0, 0))
 }
 
-// probeRead reads size bytes at regBase+off into the event at dst.
+// nullPage bounds the addresses treated as NULL pointers plus an offset.
+const nullPage = 4096
+
+// probeRead reads size bytes at regBase+off into the event at dst. A NULL
+// base (r->upstream before there is one) is a fault decided here: a read
+// that faults in the helper costs a page fault, several microseconds in a
+// VM, on every hit.
 func (e *emitter) probeRead(dst int16, size int, off int64, fault string) {
 	e.emit(
+		asm.JLT.Imm(regBase, nullPage, fault),
 		asm.Mov.Reg(asm.R1, regEvent),
 		asm.Add.Imm(asm.R1, int32(dst)),
 		asm.Mov.Imm(asm.R2, int32(size)),

@@ -135,3 +135,24 @@ func TestDecode(t *testing.T) {
 		t.Error("a short record decoded without error")
 	}
 }
+
+// Every user-memory read is preceded by a NULL check, so a NULL pointer
+// (r->upstream before there is one) costs a compare, not a page fault.
+func TestReadsGuardNull(t *testing.T) {
+	insns, err := generate(program{emit: true, layout: newLayout(testPlans()), wakeupBytes: 1}, fakeMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads, guards := 0, 0
+	for _, in := range insns {
+		switch {
+		case in.IsBuiltinCall() && (asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser || asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUserStr):
+			reads++
+		case in.OpCode.JumpOp() == asm.JLT && in.Constant == nullPage:
+			guards++
+		}
+	}
+	if reads == 0 || guards < reads {
+		t.Fatalf("%d user reads but %d NULL guards\n%v", reads, guards, insns)
+	}
+}
