@@ -89,10 +89,10 @@ func main() {
     }`, port, upstream)})
 	step("2. nginx master %d, workers %v, on 127.0.0.1:%d; /slow proxies to an upstream that answers after 3 s", srv.MasterPID(), srv.WorkerPIDs(), port)
 
-	step("3. Attach: ngxprobe run -p %d", srv.MasterPID())
+	step("3. Attach: ngxprobe run -p %d --stack", srv.MasterPID())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, *ngxprobe, "run", "-p", fmt.Sprint(srv.MasterPID()))
+	cmd := exec.CommandContext(ctx, *ngxprobe, "run", "-p", fmt.Sprint(srv.MasterPID()), "--stack")
 	var out strings.Builder
 	cmd.Stdout = &out
 	stderr, err := cmd.StderrPipe()
@@ -164,9 +164,10 @@ func waitFor(read func() string, needle string, timeout time.Duration) string {
 }
 
 var (
-	logConn   = regexp.MustCompile(`\*(\d+) `)
-	finalize  = regexp.MustCompile(`(?s)ngx_http_finalize_request pid \d+\n  request: +rc=499 .*?\n  client: +conn=\*(\d+)[^\n]*\n  client read: +eof=(\d) timedout=(\d) error=(\d)`)
-	errNoDiag = errors.New("no finalize event with rc=499 was printed")
+	logConn       = regexp.MustCompile(`\*(\d+) `)
+	finalize      = regexp.MustCompile(`(?s)ngx_http_finalize_request pid \d+\n  request: +rc=499 .*?\n  client: +conn=\*(\d+)[^\n]*\n  client read: +eof=(\d) timedout=(\d) error=(\d)`)
+	upstreamClose = regexp.MustCompile(`(?s)ngx_close_connection pid \d+\n  close: +conn=\*(\d+) role=upstream.*?stack:.*?(ngx_http_upstream_check_broken_connection)`)
+	errNoDiag     = errors.New("no finalize event with rc=499 was printed")
 )
 
 func diagnose(out, logLine string) {
@@ -183,6 +184,10 @@ func diagnose(out, logLine string) {
 		fmt.Println("    gave up on the upstream: a 499, not a gateway-initiated close.")
 	} else {
 		fmt.Println("the client did not close first.")
+	}
+	if m := upstreamClose.FindStringSubmatch(out); m != nil {
+		fmt.Printf("    The upstream connection *%s was closed from %s, as the stack shows:\n", m[1], m[2])
+		fmt.Println("    nginx noticed the client's FIN while waiting for the upstream, and closed it.")
 	}
 	if lm := logConn.FindStringSubmatch(logLine); lm != nil {
 		same := "matches"
