@@ -36,7 +36,7 @@ http {
 CONF
 probe_pid=""
 cleanup() {
-  [ -n "$probe_pid" ] && kill -INT "$probe_pid" 2>/dev/null && wait "$probe_pid" 2>/dev/null || true
+  [ -n "$probe_pid" ] && pkill -INT -P "$probe_pid" 2>/dev/null && wait "$probe_pid" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
   sleep 0.5; rm -rf "$work"
 }
@@ -115,9 +115,10 @@ for path in static proxy; do
       sleep 0.5
       runs[$v]="${runs[$v]:-} $(rps "$path")"
       if [ "$v" = ngxprobe_default ]; then
-        rss+=("$(awk '/VmRSS/ {print $2}' "/proc/$probe_pid/status")")
+        rss+=("$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -P "$probe_pid" | head -1)/status")")
       fi
-      kill -INT "$probe_pid"; wait "$probe_pid" || true; probe_pid=""
+      # attach runs in a subshell, which defers signals: signal its child.
+      pkill -INT -P "$probe_pid" 2>/dev/null || true; wait "$probe_pid" || true; probe_pid=""
     done
   done
   b=$(median ${runs[baseline]})
