@@ -311,44 +311,35 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 	delivered := map[*probes.Probe]uint64{}
-	emit := func(ev probes.Event) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan probes.Event, queueLen)
+	readDone := make(chan error, 1)
+	go func() { readDone <- readEvents(ctx, sess, events, stderr) }()
+	var printErr error
+	for ev := range events {
+		if printErr != nil {
+			continue // drain, so that the reader can finish
+		}
 		delivered[ev.Probe]++
 		var st *stacks.Stack
 		if ev.Stack != nil {
 			unwound := unwinder.Unwind(*ev.Stack)
 			st = &unwound
 		}
-		return printer.Print(ev, specOf[ev.Probe], st)
-	}
-	for ctx.Err() == nil {
-		sess.SetDeadline(time.Now().Add(pollInterval))
-		ev, err := sess.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if err := buffered.Flush(); err != nil {
-				return err
-			}
-			continue
+		printErr = printer.Print(ev, specOf[ev.Probe], st)
+		if printErr == nil && len(events) == 0 {
+			printErr = buffered.Flush() // caught up: show what we have
 		}
-		if err != nil {
-			return err
-		}
-		if err := emit(ev); err != nil {
-			return err
+		if printErr != nil {
+			cancel()
 		}
 	}
-	// Detach, then drain: every hit is then either printed or counted lost.
-	if err := sess.Detach(); err != nil {
-		fmt.Fprintf(stderr, "ngxprobe: detach: %v\n", err)
+	if err := <-readDone; err != nil {
+		return err
 	}
-	sess.SetDeadline(time.Now())
-	for {
-		ev, err := sess.Read()
-		if err != nil {
-			break
-		}
-		if err := emit(ev); err != nil {
-			return err
-		}
+	if printErr != nil {
+		return printErr
 	}
 	if err := buffered.Flush(); err != nil {
 		return err
@@ -359,6 +350,40 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	printExitSummary(stderr, *format == "json", counts, delivered)
 	return nil
+}
+
+// queueLen bounds events read from the ring but not yet printed. The
+// reader keeps draining the ring while the first stacks index their
+// modules (a few hundred ms for a libc with debug info); past the queue,
+// the ring fills and the kernel counts what is lost.
+const queueLen = 16384
+
+// readEvents moves events from the ring to out until ctx ends, then
+// detaches and drains: every hit is then either delivered or counted lost.
+func readEvents(ctx context.Context, sess *probes.Session, out chan<- probes.Event, stderr io.Writer) error {
+	defer close(out)
+	for ctx.Err() == nil {
+		sess.SetDeadline(time.Now().Add(pollInterval))
+		ev, err := sess.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		out <- ev
+	}
+	if err := sess.Detach(); err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: detach: %v\n", err)
+	}
+	sess.SetDeadline(time.Now())
+	for {
+		ev, err := sess.Read()
+		if err != nil {
+			return nil
+		}
+		out <- ev
+	}
 }
 
 func anyStack(ps []*probes.Probe) bool {
