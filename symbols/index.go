@@ -1,10 +1,14 @@
 package symbols
 
 import (
+	"bytes"
 	"debug/dwarf"
+	"debug/elf"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Function is one instance of a C function: the function itself, a GCC
@@ -36,10 +40,18 @@ type unit struct {
 }
 
 type index struct {
-	funcs map[string][]*Function     // by C name
-	types map[string][]dwarf.Offset  // "struct x", "union x", "enum x", typedef and base names
-	units map[dwarf.Offset]*unit     // by CU DIE offset
-	dies  map[uint64]dwarfSubprogram // entry address -> concrete subprogram
+	funcs    map[string][]*Function // by C name
+	versions unitVersionTable
+
+	// DWARF is indexed a compile unit at a time, on demand: a function's
+	// unit when its parameters are asked for, units in order until a type
+	// is found. Attaching the default set reads a few units, not all.
+	mu      sync.Mutex
+	types   map[string][]dwarf.Offset  // "struct x", "union x", "enum x", typedef and base names
+	units   map[dwarf.Offset]*unit     // scanned units, by CU DIE offset
+	dies    map[uint64]dwarfSubprogram // entry address -> concrete subprogram
+	next    dwarf.Offset               // the next unit the in-order scan reads
+	scanned bool                       // every unit has been scanned
 }
 
 type dwarfSubprogram struct {
@@ -68,9 +80,12 @@ func (b *Binary) buildIndex() (*index, error) {
 		dies:  map[uint64]dwarfSubprogram{},
 	}
 	if b.dwarf != nil {
-		if err := b.walkDWARF(ix); err != nil {
+		var err error
+		if ix.versions, err = unitVersions(b); err != nil {
 			return nil, fmt.Errorf("%s: %w: %v", b.Path, errIndex, err)
 		}
+	} else {
+		ix.scanned = true
 	}
 	dyn := map[string]bool{}
 	if ds, err := b.file.DynamicSymbols(); err == nil {
@@ -94,9 +109,6 @@ func (b *Binary) buildIndex() (*index, error) {
 			continue
 		}
 		fn := &Function{Name: name, Symbol: s.Name, Address: s.Value, Size: s.Size, Offset: off, Exported: dyn[s.Name]}
-		if sp, ok := ix.dies[s.Value]; ok {
-			fn.die, fn.unit = sp.off, sp.unit
-		}
 		ix.funcs[name] = append(ix.funcs[name], fn)
 	}
 	for _, fs := range ix.funcs {
@@ -105,15 +117,33 @@ func (b *Binary) buildIndex() (*index, error) {
 	return ix, nil
 }
 
-func (b *Binary) walkDWARF(ix *index) error {
-	versions, err := unitVersions(b)
-	if err != nil {
-		return err
+// scanUnit indexes the top-level entries of the unit whose DIE is at off,
+// once. The caller holds ix.mu.
+func (b *Binary) scanUnit(ix *index, off dwarf.Offset) error {
+	if _, done := ix.units[off]; done {
+		return nil
 	}
 	r := b.dwarf.Reader()
-	var cu *unit
-	depth := 0
-	for {
+	r.Seek(off)
+	e, err := r.Next()
+	if err != nil || e == nil {
+		return err
+	}
+	cu := &unit{version: ix.versions.at(e.Offset), addrSize: r.AddressSize()}
+	if v, ok := e.Val(dwarf.AttrLowpc).(uint64); ok {
+		cu.base = v
+	}
+	if v, ok := e.Val(dwarf.AttrAddrBase).(int64); ok {
+		cu.addrBase = uint64(v)
+	}
+	if v, ok := e.Val(dwarf.AttrLoclistsBase).(int64); ok {
+		cu.locBase = uint64(v)
+	}
+	ix.units[e.Offset] = cu
+	if !e.Children {
+		return nil
+	}
+	for depth := 1; depth > 0; {
 		e, err := r.Next()
 		if err != nil {
 			return err
@@ -126,23 +156,6 @@ func (b *Binary) walkDWARF(ix *index) error {
 			continue
 		}
 		switch e.Tag {
-		case dwarf.TagCompileUnit, dwarf.TagPartialUnit:
-			cu = &unit{version: versions.at(e.Offset), addrSize: r.AddressSize()}
-			if v, ok := e.Val(dwarf.AttrLowpc).(uint64); ok {
-				cu.base = v
-			}
-			if v, ok := e.Val(dwarf.AttrAddrBase).(int64); ok {
-				cu.addrBase = uint64(v)
-			}
-			if v, ok := e.Val(dwarf.AttrLoclistsBase).(int64); ok {
-				cu.locBase = uint64(v)
-			}
-			ix.units[e.Offset] = cu
-			depth = 0
-			if e.Children {
-				depth = 1
-			}
-			continue
 		case dwarf.TagSubprogram:
 			b.indexSubprogram(ix, e, cu)
 		case dwarf.TagStructType, dwarf.TagUnionType, dwarf.TagEnumerationType, dwarf.TagTypedef, dwarf.TagBaseType:
@@ -156,7 +169,7 @@ func (b *Binary) walkDWARF(ix *index) error {
 				case dwarf.TagEnumerationType:
 					key = "enum " + name
 				}
-				if len(ix.types[key]) < 4 {
+				if len(ix.types[key]) < 16 {
 					ix.types[key] = append(ix.types[key], e.Offset)
 				}
 			}
@@ -168,6 +181,88 @@ func (b *Binary) walkDWARF(ix *index) error {
 		}
 		if e.Children {
 			r.SkipChildren()
+		}
+	}
+	return nil
+}
+
+// scanNext scans the next unit in .debug_info order; false when all are.
+// The caller holds ix.mu.
+func (b *Binary) scanNext(ix *index) bool {
+	if ix.scanned {
+		return false
+	}
+	r := b.dwarf.Reader()
+	r.Seek(ix.next)
+	e, err := r.Next()
+	if err != nil || e == nil {
+		ix.scanned = true
+		return false
+	}
+	if err := b.scanUnit(ix, e.Offset); err != nil {
+		ix.scanned = true
+		return false
+	}
+	r.Seek(e.Offset)
+	r.Next()
+	r.SkipChildren()
+	next, err := r.Next()
+	if err != nil || next == nil {
+		ix.scanned = true
+		return true
+	}
+	ix.next = next.Offset
+	return true
+}
+
+// typeOffsets returns the DIEs of a named type, scanning units in order
+// until more than have entries are known (or none are left): a caller that
+// found only declarations asks again with have = len(previous result).
+func (b *Binary) typeOffsets(ix *index, key string, have int) []dwarf.Offset {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for len(ix.types[key]) <= have && b.scanNext(ix) {
+	}
+	return ix.types[key]
+}
+
+// allTypeNames scans every unit (for suggestions and listings).
+func (b *Binary) allTypeNames(ix *index) []string {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for b.scanNext(ix) {
+	}
+	names := make([]string, 0, len(ix.types))
+	for k := range ix.types {
+		names = append(names, k)
+	}
+	return names
+}
+
+// subprogram finds the concrete DW_TAG_subprogram of an instance through
+// the unit covering its address, falling back to scanning every unit.
+func (b *Binary) subprogram(fn *Function) (dwarf.Offset, *unit) {
+	if fn.die != 0 || b.dwarf == nil {
+		return fn.die, fn.unit
+	}
+	ix, err := b.idx()
+	if err != nil {
+		return 0, nil
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if _, ok := ix.dies[fn.Address]; !ok {
+		if cu, err := b.dwarf.Reader().SeekPC(fn.Address); err == nil && cu != nil {
+			b.scanUnit(ix, cu.Offset)
+		}
+	}
+	for {
+		if sp, ok := ix.dies[fn.Address]; ok {
+			fn.die, fn.unit = sp.off, sp.unit
+			return fn.die, fn.unit
+		}
+		if !b.scanNext(ix) {
+			return 0, nil
 		}
 	}
 }
@@ -213,33 +308,47 @@ func (t unitVersionTable) at(off dwarf.Offset) int {
 	return t[i].version
 }
 
+// unitVersions reads only the unit headers of .debug_info, seeking past
+// each unit: the debug/dwarf parse already holds the section, and a second
+// full copy would double the cost of opening a binary.
 func unitVersions(b *Binary) (unitVersionTable, error) {
 	f := b.file
 	if b.debugFile != nil {
 		f = b.debugFile
 	}
-	data, err := f.Section(".debug_info").Data()
-	if err != nil {
-		return nil, err
+	sec := f.Section(".debug_info")
+	var r io.ReadSeeker = sec.Open()
+	if sec.Flags&elf.SHF_COMPRESSED != 0 {
+		// Seeking a compressed section decompresses it again: read it once.
+		data, err := sec.Data()
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(data)
 	}
+	size := int64(sec.Size) // Seek(0, io.SeekEnd) is not the size for section readers
+
 	var t unitVersionTable
 	order := f.ByteOrder
-	for off := 0; off+6 <= len(data); {
-		length := uint64(order.Uint32(data[off:]))
-		hdr := 4
-		if length == 0xffffffff {
-			if off+14 > len(data) {
-				break
-			}
-			length = order.Uint64(data[off+4:])
-			hdr = 12
+	var hdr [14]byte
+	for off := int64(0); off+6 <= size; {
+		if _, err := r.Seek(off, io.SeekStart); err != nil {
+			return nil, err
 		}
-		version := int(order.Uint16(data[off+hdr:]))
+		if _, err := io.ReadFull(r, hdr[:min(int64(len(hdr)), size-off)]); err != nil {
+			return nil, err
+		}
+		length := int64(order.Uint32(hdr[:]))
+		n := int64(4)
+		if length == 0xffffffff {
+			length = int64(order.Uint64(hdr[4:]))
+			n = 12
+		}
 		t = append(t, struct {
 			start   dwarf.Offset
 			version int
-		}{dwarf.Offset(off), version})
-		off += hdr + int(length)
+		}{dwarf.Offset(off), int(order.Uint16(hdr[n:]))})
+		off += n + length
 	}
 	return t, nil
 }

@@ -77,14 +77,15 @@ func (b *Binary) Params(fn *Function) ([]Param, error) {
 	if b.dwarf == nil {
 		return nil, fmt.Errorf("%s: %w: %s", fn.Symbol, ErrNoDebugInfo, NoDebugInfoHint)
 	}
-	if fn.die == 0 {
+	die, _ := b.subprogram(fn)
+	if die == 0 {
 		return nil, fmt.Errorf("%s at %#x: no DWARF subprogram for this instance", fn.Symbol, fn.Address)
 	}
 	r := b.dwarf.Reader()
-	r.Seek(fn.die)
+	r.Seek(die)
 	sp, err := r.Next()
 	if err != nil || sp == nil {
-		return nil, fmt.Errorf("%s: reading DWARF at %#x: %v", fn.Symbol, fn.die, err)
+		return nil, fmt.Errorf("%s: reading DWARF at %#x: %v", fn.Symbol, die, err)
 	}
 	cfaOffset, fbErr := frameBase(sp)
 	var params []Param

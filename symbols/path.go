@@ -315,10 +315,7 @@ func (b *Binary) IsType(name string) bool {
 	if err != nil {
 		return false
 	}
-	if len(ix.types[name]) > 0 {
-		return true
-	}
-	return false
+	return len(b.typeOffsets(ix, name, 0)) > 0
 }
 
 func errAt(text string, p Path, sentinel error, format string, args ...any) error {

@@ -39,18 +39,23 @@ func (b *Binary) Type(name string) (dwarf.Type, error) {
 		keys = append(keys, "struct "+name, "union "+name, "enum "+name)
 	}
 	for _, k := range keys {
-		for _, off := range ix.types[k] {
-			t, err := b.dwarf.Type(off)
-			if err == nil && !isIncomplete(t) {
-				b.fixZeroedArrays(t)
-				return t, nil
+		// The first units may only declare the type (LTO splits them).
+		for seen := 0; ; {
+			offs := b.typeOffsets(ix, k, seen)
+			if len(offs) <= seen {
+				break
 			}
+			for _, off := range offs[seen:] {
+				t, err := b.dwarf.Type(off)
+				if err == nil && !isIncomplete(t) {
+					b.fixZeroedArrays(t)
+					return t, nil
+				}
+			}
+			seen = len(offs)
 		}
 	}
-	names := make([]string, 0, len(ix.types))
-	for k := range ix.types {
-		names = append(names, k)
-	}
+	names := b.allTypeNames(ix)
 	return nil, &NotFoundError{Kind: ErrTypeNotFound, Name: name, Where: b.Path, Closest: Closest(name, names, 5)}
 }
 
@@ -201,7 +206,7 @@ func (b *Binary) TypeNames(pattern string) ([]string, error) {
 		return nil, err
 	}
 	var out []string
-	for k := range ix.types {
+	for _, k := range b.allTypeNames(ix) {
 		if strings.Contains(k, pattern) {
 			out = append(out, k)
 		}
@@ -212,11 +217,12 @@ func (b *Binary) TypeNames(pattern string) ([]string, error) {
 
 // ReturnType returns the declared return type of an instance (nil for void).
 func (b *Binary) ReturnType(fn *Function) (dwarf.Type, error) {
-	if b.dwarf == nil || fn.die == 0 {
+	die, _ := b.subprogram(fn)
+	if b.dwarf == nil || die == 0 {
 		return nil, fmt.Errorf("%s: %w", fn.Symbol, ErrNoDebugInfo)
 	}
 	r := b.dwarf.Reader()
-	r.Seek(fn.die)
+	r.Seek(die)
 	e, err := r.Next()
 	if err != nil || e == nil {
 		return nil, fmt.Errorf("%s: reading DWARF: %v", fn.Symbol, err)
@@ -264,7 +270,7 @@ func (b *Binary) fixZeroedArrays(t dwarf.Type) {
 		keys = append(keys, st.Kind+" "+st.StructName)
 	}
 	for _, k := range keys {
-		for _, off := range ix.types[k] {
+		for _, off := range b.typeOffsets(ix, k, 0) {
 			if b.fixStructArrays(st, off, 0) {
 				return
 			}
