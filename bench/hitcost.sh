@@ -9,7 +9,8 @@ CALLS=${CALLS:-100000}
 go build -o bin/ngxprobe ./cmd/ngxprobe
 go build -o bin/emptyprobe ./bench/emptyprobe
 work=$(mktemp -d)
-trap 'pkill -INT -f "$work/loop" 2>/dev/null || true; rm -rf "$work"' EXIT
+source bench/perfprobe.sh
+trap 'pkill -INT -f "$work/loop" 2>/dev/null || true; perf_teardown; rm -rf "$work"' EXIT
 gcc -O2 -g -fomit-frame-pointer -o "$work/loop" bench/hitcost/loop.c
 loop="$work/loop"
 leaf='r->top->mid->leaf'
@@ -25,11 +26,16 @@ attach() {
     ngxprobe_8_fields_3_hops) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe "target:$eight" >/dev/null ;;
     ngxprobe_8_fields_stack) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --stack-bytes 8192 --probe "target:$eight,stack" >/dev/null ;;
     ngxprobe_uretprobe) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe 'target%return:$retval' >/dev/null ;;
+    perf_probe_8_fields) perf_record "$work/perf.data" ;;
     bpftrace_8_fields) bpftrace -e "uprobe:$loop:target { $bt_eight }" 2>&1 >/dev/null | sed 's/^Attaching.*/attached/' ;;
   esac
 }
 variants=(none empty_uprobe ngxprobe_1_field ngxprobe_8_fields_3_hops ngxprobe_8_fields_stack ngxprobe_uretprobe)
 command -v bpftrace >/dev/null && variants+=(bpftrace_8_fields)
+if command -v perf >/dev/null; then
+  PERF_BINARY=$loop perf_setup "ngxpbench:hit=target $(for i in 0 1 2 3 4 5 6 7; do printf 'f%d=%s->f[%d] ' $i "$leaf" $i; done)"
+  variants+=(perf_probe_8_fields)
+fi
 declare -A results
 for run in $(seq "$RUNS"); do
   for v in "${variants[@]}"; do

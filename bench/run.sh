@@ -40,7 +40,8 @@ cleanup() {
   [ -f "$work/nginx.pid" ] && kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
   sleep 0.5; rm -rf "$work"
 }
-trap cleanup EXIT
+source bench/perfprobe.sh
+trap 'cleanup; perf_teardown' EXIT
 "$nginx" -p "$work/" -c "$work/nginx.conf" -e "$work/error.log"
 for _ in $(seq 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.1; done
 master=$(cat "$work/nginx.pid")
@@ -66,14 +67,26 @@ timed() {
   wait "$p" || true
   echo $(((end - start) / 1000000))
 }
+# The default set's points and fields, as perf probe events (DWARF args).
+perf_add_all() {
+  export PERF_BINARY=$nginx
+  local c='r->connection'
+  perf_delete
+  perf_setup "ngxpbench:fin=ngx_http_finalize_request rc status=r->headers_out.status conn=$c->number reof=$c->read->eof rto=$c->read->timedout rerr=$c->read->error weof=$c->write->eof wto=$c->write->timedout werr=$c->write->error"
+  perf_setup 'ngxpbench:recv=ngx_unix_recv conn=c->number size'
+  perf_setup 'ngxpbench:recvret=ngx_unix_recv%return ret=$retval'
+}
 declare -A cold warm
 tools=(ngxprobe_o2 ngxprobe_lto)
 command -v bpftrace >/dev/null && tools+=(bpftrace_o2)
+command -v perf >/dev/null && tools+=(perf_probe_o2)
 attach_cmd() {
   case "$1" in
     ngxprobe_o2) "$NGXPROBE" run --binary "$nginx" --duration 1ms ;;
     ngxprobe_lto) "$NGXPROBE" run --binary "$lto" --duration 1ms ;;
     bpftrace_o2) bpftrace "$work/attach.bt" ;;
+    # perf probe's DWARF work, then a recording session that starts and stops.
+    perf_probe_o2) perf_add_all && perf record -q -e 'ngxpbench:*' -a -o /dev/null -- true && echo attached ;;
   esac
 }
 for _ in $(seq "$RUNS"); do
@@ -96,10 +109,15 @@ attach() {
     ngxprobe_default) "$NGXPROBE" run -p "$master" >/dev/null ;;
     ngxprobe_default_close_stacks) "$NGXPROBE" run -p "$master" --stack >/dev/null ;;
     bpftrace_same_points) bpftrace "$work/default.bt" >/dev/null ;;
+    perf_probe_same_points) perf_record "$work/perf.data" ;;
   esac
 }
 variants=(baseline ngxprobe_default ngxprobe_default_close_stacks)
 command -v bpftrace >/dev/null && variants+=(bpftrace_same_points)
+if command -v perf >/dev/null; then
+  perf_add_all
+  variants+=(perf_probe_same_points)
+fi
 for path in static proxy; do
   declare -A runs=()
   rss=()
