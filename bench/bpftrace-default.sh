@@ -6,18 +6,9 @@
 #   bash bench/bpftrace-default.sh NGINX > default.bt
 set -euo pipefail
 nginx=$1
-ngxprobe=${NGXPROBE:-bin/ngxprobe}
-off() { # TYPE FIELD -> byte offset
-  "$ngxprobe" fields --binary "$nginx" "$1" | awk -v f="$2" '$0 ~ "[ *]"f"(:[0-9]+)?;" {for (i=1;i<=NF;i++) if ($i=="byte") {sub(",","",$(i+1)); print $(i+1); exit}}'
-}
-conn=$(off ngx_http_request_t connection)
-status=$(off ngx_http_request_t headers_out)
-status=$((status + $(off ngx_http_headers_out_t status)))
-number=$(off ngx_connection_t number)
-read=$(off ngx_connection_t read)
-write=$(off ngx_connection_t write)
-cflags=$(off ngx_connection_t timedout)
-evflags=$(off ngx_event_t eof)
+source "$(dirname "$0")/offsets.sh"
+nginx_offsets "$nginx"
+conn=$off_conn status=$off_status number=$off_number read=$off_read write=$off_write cflags=$off_cflags evflags=$off_evflags
 cat <<BT
 uprobe:$nginx:ngx_http_finalize_request {
   \$c = *(uint64 *)(arg0 + $conn);

@@ -26,16 +26,16 @@ attach() {
     ngxprobe_8_fields_3_hops) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe "target:$eight" >/dev/null ;;
     ngxprobe_8_fields_stack) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --stack-bytes 8192 --probe "target:$eight,stack" >/dev/null ;;
     ngxprobe_uretprobe) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe 'target%return:$retval' >/dev/null ;;
-    perf_probe_8_fields) perf_record "$work/perf.data" ;;
+    # The event exists only while it runs: a defined perf probe event keeps
+    # a breakpoint that slows every other variant.
+    perf_probe_8_fields) PERF_BINARY=$loop perf_setup "$perf_args" && perf_record "$work/perf.data"; perf_delete ;;
     bpftrace_8_fields) bpftrace -e "uprobe:$loop:target { $bt_eight }" 2>&1 >/dev/null | sed 's/^Attaching.*/attached/' ;;
   esac
 }
 variants=(none empty_uprobe ngxprobe_1_field ngxprobe_8_fields_3_hops ngxprobe_8_fields_stack ngxprobe_uretprobe)
 command -v bpftrace >/dev/null && variants+=(bpftrace_8_fields)
-if command -v perf >/dev/null; then
-  PERF_BINARY=$loop perf_setup "ngxpbench:hit=target $(for i in 0 1 2 3 4 5 6 7; do printf 'f%d=%s->f[%d] ' $i "$leaf" $i; done)"
-  variants+=(perf_probe_8_fields)
-fi
+perf_args="ngxpbench:hit=target $(for i in 0 1 2 3 4 5 6 7; do printf 'f%d=%s->f[%d] ' $i "$leaf" $i; done)"
+command -v perf >/dev/null && variants+=(perf_probe_8_fields)
 declare -A results
 for run in $(seq "$RUNS"); do
   for v in "${variants[@]}"; do

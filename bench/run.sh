@@ -68,13 +68,17 @@ timed() {
   echo $(((end - start) / 1000000))
 }
 # The default set's points and fields, as perf probe events (DWARF args).
+# perf probe 1.x cannot place DWARF 5 bitfields ("Failed to get the offset
+# of eof"): it reads the flag bytes by offset, as the bpftrace script does.
+source bench/offsets.sh
+nginx_offsets "$nginx"
 perf_add_all() {
   export PERF_BINARY=$nginx
-  local c='r->connection'
+  local c="+$off_conn(%di)"
   perf_delete
-  perf_setup "ngxpbench:fin=ngx_http_finalize_request rc status=r->headers_out.status conn=$c->number reof=$c->read->eof rto=$c->read->timedout rerr=$c->read->error weof=$c->write->eof wto=$c->write->timedout werr=$c->write->error"
-  perf_setup 'ngxpbench:recv=ngx_unix_recv conn=c->number size'
-  perf_setup 'ngxpbench:recvret=ngx_unix_recv%return ret=$retval'
+  perf_setup "ngxpbench:fin=ngx_http_finalize_request rc status=r->headers_out.status conn=r->connection->number rflags=+$off_evflags(+$off_read($c)):u8 wflags=+$off_evflags(+$off_write($c)):u8 cflags=+$off_cflags($c):u8" &&
+    perf_setup 'ngxpbench:recv=ngx_unix_recv conn=c->number size' &&
+    perf_setup 'ngxpbench:recvret=ngx_unix_recv%return ret=$retval'
 }
 declare -A cold warm
 tools=(ngxprobe_o2 ngxprobe_lto)
