@@ -28,7 +28,7 @@ attach() {
     ngxprobe_uretprobe) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe 'target%return:$retval' >/dev/null ;;
     # The event exists only while it runs: a defined perf probe event keeps
     # a breakpoint that slows every other variant.
-    perf_probe_8_fields) PERF_BINARY=$loop perf_setup "$perf_args" && perf_record "$work/perf.data"; perf_delete ;;
+    perf_probe_8_fields) PERF_BINARY=$loop perf_setup "$perf_args" && perf_record "$work/perf.data" ;;
     bpftrace_8_fields) bpftrace -e "uprobe:$loop:target { $bt_eight }" 2>&1 >/dev/null | sed 's/^Attaching.*/attached/' ;;
   esac
 }
@@ -50,6 +50,7 @@ for run in $(seq "$RUNS"); do
       [ "$v" = bpftrace_8_fields ] && sleep 1 # bpftrace prints before attaching all
       ns=$("$loop" "$calls" | awk '{print $1}')
       pkill -INT -P "$pid" 2>/dev/null || true; kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+      [ "$v" = perf_probe_8_fields ] && perf_stop
       lost=$(grep -o '[0-9]* lost' "$work/attach.err" | head -1 || true)
       [ -n "$lost" ] && [ "$lost" != "0 lost" ] && echo "# $v run $run: $lost" >&2
     fi

@@ -10,6 +10,14 @@ perf_setup() { # "GROUP:EVENT=FUNC[%return] ARGS..." ; one call per event
   perf probe -q -x "$PERF_BINARY" --add "$*"
 }
 perf_delete() { perf probe -q -d 'ngxpbench:*' 2>/dev/null || true; }
+# perf_stop ends a perf_record (in whatever subshell runs it), waits until
+# perf has exited, then deletes the events: a live or defined event keeps
+# a breakpoint that would slow the next variant.
+perf_stop() {
+  pkill -INT -f "perf record -q -e ngxpbench" 2>/dev/null || true
+  for _ in $(seq 100); do pgrep -f "perf record -q -e ngxpbench" >/dev/null || break; sleep 0.1; done
+  perf_delete
+}
 perf_teardown() {
   if mountpoint -q /sys/kernel/tracing; then perf_delete; fi
   if [ -f "$perf_mark" ]; then umount /sys/kernel/tracing; rm -f "$perf_mark"; fi

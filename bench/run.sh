@@ -141,6 +141,7 @@ for path in static proxy; do
       fi
       # attach runs in a subshell, which defers signals: signal its child.
       pkill -INT -P "$probe_pid" 2>/dev/null || true; wait "$probe_pid" || true; probe_pid=""
+      [ "$v" = perf_probe_same_points ] && perf_stop && perf_add_all
     done
   done
   b=$(median ${runs[baseline]})
