@@ -230,6 +230,14 @@ func (p *proc) stop(t testing.TB) int {
 func startProbe(t testing.TB, args ...string) *proc {
 	t.Helper()
 	p := launch(t, append([]string{ngxprobeBin}, args...)...)
+	waitAttached(t, p, 20*time.Millisecond)
+	return p
+}
+
+// waitAttached polls p's stderr for "ngxprobe: attached", failing the test
+// if ngxprobe exits first or takes longer than attachTimeout.
+func waitAttached(t testing.TB, p *proc, poll time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(attachTimeout)
 	for !strings.Contains(p.stderr.String(), "ngxprobe: attached") {
 		if p.exited() {
@@ -243,9 +251,8 @@ func startProbe(t testing.TB, args ...string) *proc {
 			}
 			t.Fatalf("ngxprobe not attached after %v: %s", attachTimeout, p)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(poll)
 	}
-	return p
 }
 
 // runProbe runs argv (ngxprobe, possibly behind setpriv) to completion,

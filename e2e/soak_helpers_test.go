@@ -141,21 +141,7 @@ func launchSoak(t testing.TB, argv ...string) (*proc, *soakSink) {
 func startSoakProbe(t testing.TB, args ...string) (*proc, *soakSink) {
 	t.Helper()
 	p, sink := launchSoak(t, ngx(args...)...)
-	deadline := time.Now().Add(attachTimeout)
-	for !strings.Contains(p.stderr.String(), "ngxprobe: attached") {
-		if p.exited() {
-			t.Fatalf("ngxprobe exited (status %d) before attaching: %s", p.exitCode(), p)
-		}
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-			select {
-			case <-p.done:
-			case <-time.After(stopTimeout):
-			}
-			t.Fatalf("ngxprobe not attached after %v: %s", attachTimeout, p)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitAttached(t, p, 5*time.Millisecond)
 	return p, sink
 }
 
