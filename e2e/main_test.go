@@ -144,13 +144,21 @@ func childEnv() []string {
 	return env
 }
 
-// launch starts argv; t.Cleanup kills it (SIGKILL) if it still runs then.
+// launch starts argv, keeping its stdout in memory; t.Cleanup kills it
+// (SIGKILL) if it still runs then.
 func launch(t testing.TB, argv ...string) *proc {
 	t.Helper()
-	p := &proc{argv: argv, done: make(chan struct{})}
+	p := &proc{}
+	return launchTo(t, p, &p.stdout, argv...)
+}
+
+// launchTo starts argv as p with stdout going to w.
+func launchTo(t testing.TB, p *proc, w io.Writer, argv ...string) *proc {
+	t.Helper()
+	p.argv, p.done = argv, make(chan struct{})
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = childEnv()
-	p.cmd.Stdout = &p.stdout
+	p.cmd.Stdout = w
 	p.cmd.Stderr = &p.stderr
 	// Own process group (a ^C of go test does not reach it before the
 	// cleanup does), and die with the test binary's thread that forked.
@@ -163,16 +171,14 @@ func launch(t testing.TB, argv ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
+		if p.exited() {
 			return
-		default:
 		}
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
 		select {
 		case <-p.done:
 		case <-time.After(stopTimeout):
-			t.Errorf("%s (pid %d) still running after SIGKILL", argv[0], p.cmd.Process.Pid)
+			t.Errorf("%s (pid %d) still running after SIGKILL", argv[0], p.pid())
 		}
 	})
 	return p

@@ -8,14 +8,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -105,35 +102,10 @@ func (s *soakSink) pidList() []int {
 }
 
 // launchSoak is launch with stdout going to a soakSink instead of memory.
-// t.Cleanup kills the process group if it still runs then.
 func launchSoak(t testing.TB, argv ...string) (*proc, *soakSink) {
 	t.Helper()
 	sink := newSoakSink()
-	p := &proc{argv: argv, done: make(chan struct{})}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = childEnv()
-	p.cmd.Stdout = sink
-	p.cmd.Stderr = &p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", strings.Join(argv, " "), err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if p.exited() {
-			return
-		}
-		_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-		select {
-		case <-p.done:
-		case <-time.After(stopTimeout):
-			t.Errorf("%s (pid %d) still running after SIGKILL", argv[0], p.pid())
-		}
-	})
-	return p, sink
+	return launchTo(t, &proc{}, sink, argv...), sink
 }
 
 // startSoakProbe starts ngxprobe ARGS with a soakSink and waits (bounded by
