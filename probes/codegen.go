@@ -15,9 +15,6 @@ var ptRegsOffset = map[int]int16{
 	16: 128, // return address column: rip
 }
 
-// RegSP is rsp's DWARF number.
-const RegSP = 7
-
 // Registers with fixed roles in generated programs.
 const (
 	regCtx   = asm.R6 // struct pt_regs *
@@ -470,7 +467,7 @@ func (e *emitter) copyStack(l layout) {
 	base := int16(l.stack)
 	for i, r := range stackRegs {
 		e.emit(
-			asm.LoadMem(asm.R1, regCtx, r.ptRegs, asm.DWord),
+			asm.LoadMem(asm.R1, regCtx, ptRegsOffset[r], asm.DWord),
 			asm.StoreMem(regEvent, base+int16(8*i), asm.R1, asm.DWord),
 		)
 	}
@@ -479,7 +476,7 @@ func (e *emitter) copyStack(l layout) {
 			asm.Mov.Reg(asm.R1, regEvent),
 			asm.Add.Imm(asm.R1, int32(l.stack+stackDataOff+off)),
 			asm.Mov.Imm(asm.R2, int32(size)),
-			asm.LoadMem(asm.R3, regCtx, ptRegsOffset[RegSP], asm.DWord),
+			asm.LoadMem(asm.R3, regCtx, ptRegsOffset[symbols.RegRSP], asm.DWord),
 		)
 		if off != 0 {
 			e.emit(asm.Add.Imm(asm.R3, int32(off)))

@@ -52,6 +52,7 @@ func TestGenerateAssembles(t *testing.T) {
 		"save only":      {saveRoots: roots, functionID: 1},
 		"return":         {emit: true, ret: true, layout: newLayout(ret), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
 		"filter":         {emit: true, layout: newLayout(testPlans()[:1]), filter: processFilter{tgid: 42}},
+		"stack":          {emit: true, layout: newLayout(testPlans()).withStack(DefaultStackBytes), wakeupBytes: 4096},
 		"filter+parents": {emit: true, layout: newLayout(testPlans()[:1]), filter: processFilter{tgid: 42, includeChildren: true, realParentOff: 100, tgidOff: 200}},
 	}
 	for name, p := range cases {

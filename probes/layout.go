@@ -55,12 +55,10 @@ type layout struct {
 	stackBytes int
 }
 
-// The stack section: the registers the unwinder starts from, the number
-// of bytes copied, then the copy of the stack from sp upward.
-var stackRegs = []struct {
-	dwarf  uint64
-	ptRegs int16
-}{{16, 128}, {7, 152}, {6, 32}, {3, 40}, {12, 24}, {13, 16}, {14, 8}, {15, 0}}
+// The stack section: the registers the unwinder starts from (by DWARF
+// number: rip, rsp, rbp, rbx, r12-r15), the number of bytes copied, then
+// the copy of the stack from sp upward.
+var stackRegs = []int{stacks.RegRA, stacks.RegRSP, stacks.RegRBP, stacks.RegRBX, stacks.RegR12, stacks.RegR13, stacks.RegR14, stacks.RegR15}
 
 const (
 	stackLenOff  = 8 * 8 // u32 after the registers
@@ -167,7 +165,7 @@ func (l layout) decodeStack(rec []byte, pid int) *stacks.Capture {
 	sec := rec[l.stack:]
 	c := &stacks.Capture{PID: pid, Regs: map[uint64]uint64{}, Requested: l.stackBytes}
 	for i, r := range stackRegs {
-		c.Regs[r.dwarf] = binary.LittleEndian.Uint64(sec[8*i:])
+		c.Regs[uint64(r)] = binary.LittleEndian.Uint64(sec[8*i:])
 	}
 	n := min(int(binary.LittleEndian.Uint32(sec[stackLenOff:])), l.stackBytes)
 	c.Stack = append([]byte(nil), sec[stackDataOff:stackDataOff+n]...)

@@ -36,6 +36,7 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 		"return":      {emit: true, ret: true, layout: newLayout(returnPlans()), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
 		"workers":     {emit: true, layout: newLayout(testPlans()), filter: processFilter{tgid: 1, includeChildren: true, realParentOff: realParent, tgidOff: tgid}},
 		"empty event": {emit: true, layout: newLayout(nil)},
+		"stack":       {emit: true, layout: newLayout(testPlans()).withStack(DefaultStackBytes), wakeupBytes: 4096},
 	}
 	for name, p := range cases {
 		t.Run(name, func(t *testing.T) {
