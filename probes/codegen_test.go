@@ -2,6 +2,7 @@ package probes
 
 import (
 	"bytes"
+	"errors"
 	"debug/dwarf"
 	"encoding/binary"
 	"strings"
@@ -155,5 +156,15 @@ func TestReadsGuardNull(t *testing.T) {
 	}
 	if reads == 0 || guards < reads {
 		t.Fatalf("%d user reads but %d NULL guards\n%v", reads, guards, insns)
+	}
+}
+
+func TestReadAfterClose(t *testing.T) {
+	s := &Session{}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Read after Close = %v, want ErrClosed", err)
 	}
 }

@@ -333,18 +333,17 @@ func loads(p program, m maps) bool {
 // set a deadline (SetDeadline) to bound how long events wait.
 func (s *Session) Read() (Event, error) {
 	for {
+		if s.reader == nil {
+			return Event{}, ErrClosed
+		}
 		err := s.reader.ReadInto(&s.record)
-		rec := s.record
 		if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 			return Event{}, ErrClosed
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return Event{}, err
-		}
 		if err != nil {
-			return Event{}, err
+			return Event{}, err // os.ErrDeadlineExceeded among others
 		}
-		raw := rec.RawSample
+		raw := s.record.RawSample
 		if len(raw) < headerSize {
 			continue
 		}
@@ -368,7 +367,11 @@ func (s *Session) Read() (Event, error) {
 }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded after t.
-func (s *Session) SetDeadline(t time.Time) { s.reader.SetDeadline(t) }
+func (s *Session) SetDeadline(t time.Time) {
+	if s.reader != nil {
+		s.reader.SetDeadline(t)
+	}
+}
 
 // Counts is the per-probe hit and lost-event count.
 type Counts struct {
