@@ -296,7 +296,11 @@ func (m *Module) inlineChain(cu *dwarf.Entry, vaddr uint64) []inlined {
 			continue
 		}
 		if e.Tag == dwarf.TagInlinedSubroutine {
-			in := inlined{name: m.originName(e)}
+			name, _ := m.bin.Attr(e, dwarf.AttrName).(string)
+			if name == "" {
+				name = "?"
+			}
+			in := inlined{name: name}
 			if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok {
 				in.callFile = int(v)
 			}
@@ -326,30 +330,6 @@ func covers(d *dwarf.Data, e *dwarf.Entry, vaddr uint64) bool {
 		}
 	}
 	return false
-}
-
-func (m *Module) originName(e *dwarf.Entry) string {
-	d := m.bin.DWARF()
-	for range 4 {
-		if n, ok := e.Val(dwarf.AttrName).(string); ok {
-			return n
-		}
-		off, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
-		if !ok {
-			off, ok = e.Val(dwarf.AttrSpecification).(dwarf.Offset)
-		}
-		if !ok {
-			return "?"
-		}
-		r := d.Reader()
-		r.Seek(off)
-		next, err := r.Next()
-		if err != nil || next == nil {
-			return "?"
-		}
-		e = next
-	}
-	return "?"
 }
 
 func demangled(name string) string {

@@ -149,14 +149,18 @@ func (b *Binary) originParams(off dwarf.Offset) []Param {
 	}
 }
 
-// attr reads an attribute from the entry or, failing that, from its
-// abstract origin (clones and out-of-line copies keep names and types there).
-func (b *Binary) attr(e *dwarf.Entry, a dwarf.Attr) any {
+// Attr reads an attribute from the entry or, failing that, from the entry
+// it refines: its abstract origin (clones, out-of-line and inlined copies
+// keep names and types there) or its specification.
+func (b *Binary) Attr(e *dwarf.Entry, a dwarf.Attr) any {
 	for range 4 {
 		if v := e.Val(a); v != nil {
 			return v
 		}
 		origin, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
+		if !ok {
+			origin, ok = e.Val(dwarf.AttrSpecification).(dwarf.Offset)
+		}
 		if !ok {
 			return nil
 		}
@@ -173,8 +177,8 @@ func (b *Binary) attr(e *dwarf.Entry, a dwarf.Attr) any {
 
 func (b *Binary) param(fn *Function, e *dwarf.Entry, cfaOffset int64, fbErr error) Param {
 	p := Param{}
-	p.Name, _ = b.attr(e, dwarf.AttrName).(string)
-	if t, ok := b.attr(e, dwarf.AttrType).(dwarf.Offset); ok {
+	p.Name, _ = b.Attr(e, dwarf.AttrName).(string)
+	if t, ok := b.Attr(e, dwarf.AttrType).(dwarf.Offset); ok {
 		p.Type, _ = b.dwarf.Type(t)
 	}
 	fail := func(why string) Param {

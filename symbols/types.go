@@ -227,7 +227,7 @@ func (b *Binary) ReturnType(fn *Function) (dwarf.Type, error) {
 	if err != nil || e == nil {
 		return nil, fmt.Errorf("%s: reading DWARF: %v", fn.Symbol, err)
 	}
-	off, ok := b.attr(e, dwarf.AttrType).(dwarf.Offset)
+	off, ok := b.Attr(e, dwarf.AttrType).(dwarf.Offset)
 	if !ok {
 		return nil, nil
 	}
