@@ -168,3 +168,26 @@ func TestReadAfterClose(t *testing.T) {
 		t.Fatalf("Read after Close = %v, want ErrClosed", err)
 	}
 }
+
+// Every program gets a distinct counter slot within the maps' 2×probes
+// entries, including the argument-saving program of a return-only probe.
+func TestPlanCounterSlots(t *testing.T) {
+	f := &symbols.Function{Symbol: "f", Address: 0x1000}
+	g := &symbols.Function{Symbol: "g", Address: 0x2000}
+	saved := &symbols.Plan{Expr: "size", Type: u64, Root: symbols.Root{Reg: symbols.RegRDX}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}}
+	ps := []*Probe{{Function: f, Return: true, Values: []*symbols.Plan{saved}}, {Function: g, Return: true, Values: []*symbols.Plan{saved}}}
+	progs := plan(ps, processFilter{}, 1, 0)
+	if len(progs) != 4 {
+		t.Fatalf("%d programs, want 2 returns + 2 argument-saving entries", len(progs))
+	}
+	seen := map[uint32]bool{}
+	for _, p := range progs {
+		if p.probeID >= uint32(2*len(ps)) || seen[p.probeID] {
+			t.Fatalf("probe id %d: out of the %d counter slots or reused (%v)", p.probeID, 2*len(ps), seen)
+		}
+		seen[p.probeID] = true
+		if !p.ret && len(p.saveRoots) != 1 {
+			t.Errorf("entry of %s saves %v, want size's register", p.function.Symbol, p.saveRoots)
+		}
+	}
+}

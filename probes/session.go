@@ -114,10 +114,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 	if stackBytes == 0 {
 		stackBytes = DefaultStackBytes
 	}
-	programs, err := plan(probes, filter, s.maps[0].MaxEntries()/8, stackBytes)
-	if err != nil {
-		return nil, err
-	}
+	programs := plan(probes, filter, s.maps[0].MaxEntries()/8, stackBytes)
 	s.layouts = make([]layout, len(probes))
 	for _, p := range programs {
 		if p.emit {
@@ -196,16 +193,15 @@ type planned struct {
 // plan turns probes into programs: one per probe, plus an entry program
 // that saves arguments for each return probe whose function has no entry
 // probe of its own.
-func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes int) ([]planned, error) {
-	type fnKey struct{ addr uint64 }
-	entries := map[fnKey]int{} // function -> index in out of its entry program
-	var out []planned
-	roots := map[fnKey][]rootKey{}
-	ids := map[fnKey]uint64{}
+func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes int) []planned {
+	// Per function (by entry address): its id in the saved-roots key, and
+	// the roots its return probes need saved at entry.
+	ids := map[uint64]uint64{}
+	roots := map[uint64][]rootKey{}
 	for _, p := range probes {
-		k := fnKey{p.Function.Address}
-		if _, ok := ids[k]; !ok {
-			ids[k] = uint64(len(ids) + 1)
+		addr := p.Function.Address
+		if _, ok := ids[addr]; !ok {
+			ids[addr] = uint64(len(ids) + 1)
 		}
 		if !p.Return {
 			continue
@@ -215,40 +211,45 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 				continue
 			}
 			r := rootKey{v.Root.Reg, v.Root.Add}
-			if indexOf(roots[k], r) < 0 {
-				roots[k] = append(roots[k], r)
+			if indexOf(roots[addr], r) < 0 {
+				roots[addr] = append(roots[addr], r)
 			}
 		}
 	}
+	var out []planned
+	saving := map[uint64]bool{} // functions whose entry program saves roots
 	for id, p := range probes {
-		k := fnKey{p.Function.Address}
+		addr := p.Function.Address
 		l := newLayout(p.Values)
 		if p.Stack {
 			l = l.withStack(stackBytes)
 		}
 		pr := planned{function: p.Function, program: program{
 			probeID: uint32(id), emit: true, layout: l,
-			ret: p.Return, functionID: ids[k], filter: filter, wakeupBytes: int(wakeupBytes),
+			ret: p.Return, functionID: ids[addr], filter: filter, wakeupBytes: int(wakeupBytes),
 		}}
 		if p.Return {
-			pr.savedRoots = roots[k]
-		} else if _, dup := entries[k]; !dup {
-			pr.saveRoots = roots[k]
-			entries[k] = len(out)
+			pr.savedRoots = roots[addr]
+		} else if !saving[addr] {
+			pr.saveRoots = roots[addr]
+			saving[addr] = true
 		}
 		out = append(out, pr)
 	}
+	// Saving-only programs count their hits past the probes' slots.
+	nextID := uint32(len(probes))
 	for _, p := range probes {
-		k := fnKey{p.Function.Address}
-		if _, ok := entries[k]; ok || len(roots[k]) == 0 {
+		addr := p.Function.Address
+		if saving[addr] || len(roots[addr]) == 0 {
 			continue
 		}
-		entries[k] = len(out)
+		saving[addr] = true
 		out = append(out, planned{function: p.Function, program: program{
-			probeID: uint32(len(probes) + len(entries)), functionID: ids[k], saveRoots: roots[k], filter: filter,
+			probeID: nextID, functionID: ids[addr], saveRoots: roots[addr], filter: filter,
 		}})
+		nextID++
 	}
-	return out, nil
+	return out
 }
 
 // VerifierError explains a program the kernel rejected, naming the
