@@ -2,9 +2,9 @@ package probes
 
 import (
 	"bytes"
-	"errors"
 	"debug/dwarf"
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 
