@@ -210,13 +210,8 @@ func generate(p program, m maps) (asm.Instructions, error) {
 	if p.ret {
 		// The entry's roots are consumed; a nested call gets its own.
 		e.emit(asm.JEq.Imm(regSaved, 0, "exit"))
-		e.savedKey(p)
-		e.emit(
-			asm.LoadMapPtr(asm.R1, m.saved),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -savedKeySize),
-			asm.FnMapDeleteElem.Call(),
-		)
+		e.savedMapArgs(p, m)
+		e.emit(asm.FnMapDeleteElem.Call())
 	}
 	e.mark("exit")
 	e.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
@@ -286,12 +281,20 @@ func (e *emitter) savedKey(p program) {
 	)
 }
 
-func (e *emitter) lookupSaved(p program, m maps) {
+// savedMapArgs sets r1 and r2 for a call on the saved-roots map with this
+// thread's and function's key.
+func (e *emitter) savedMapArgs(p program, m maps) {
 	e.savedKey(p)
 	e.emit(
 		asm.LoadMapPtr(asm.R1, m.saved),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -savedKeySize),
+	)
+}
+
+func (e *emitter) lookupSaved(p program, m maps) {
+	e.savedMapArgs(p, m)
+	e.emit(
 		asm.FnMapLookupElem.Call(),
 		asm.Mov.Reg(regSaved, asm.R0),
 	)
@@ -315,11 +318,8 @@ func (e *emitter) saveRoots(p program, m maps) error {
 		}
 		e.emit(asm.StoreMem(asm.RFP, int16(valueOff+8*i), asm.R1, asm.DWord))
 	}
-	e.savedKey(p)
+	e.savedMapArgs(p, m)
 	e.emit(
-		asm.LoadMapPtr(asm.R1, m.saved),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -savedKeySize),
 		asm.Mov.Reg(asm.R3, asm.RFP),
 		asm.Add.Imm(asm.R3, valueOff),
 		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
