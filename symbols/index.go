@@ -226,7 +226,7 @@ func (b *Binary) typeOffsets(ix *index, key string, have int) []dwarf.Offset {
 	return ix.types[key]
 }
 
-// allTypeNames scans every unit (for suggestions and listings).
+// allTypeNames scans every unit, for suggestions.
 func (b *Binary) allTypeNames(ix *index) []string {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()

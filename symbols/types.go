@@ -3,7 +3,6 @@ package symbols
 import (
 	"debug/dwarf"
 	"fmt"
-	"sort"
 	"strings"
 )
 
@@ -197,22 +196,6 @@ func TypeName(t dwarf.Type) string {
 		return "void"
 	}
 	return t.String()
-}
-
-// TypeNames lists named types containing pattern, for suggestions.
-func (b *Binary) TypeNames(pattern string) ([]string, error) {
-	ix, err := b.idx()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, k := range b.allTypeNames(ix) {
-		if strings.Contains(k, pattern) {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
 }
 
 // ReturnType returns the declared return type of an instance (nil for void).
