@@ -57,6 +57,9 @@ type program struct {
 	wakeupBytes int
 
 	filter processFilter
+	// where: the user's filter; nil passes every hit.
+	where      Cond
+	aggregates []AggregateUpdate
 }
 
 // processFilter restricts events to one process and its children, so a
@@ -70,6 +73,8 @@ type processFilter struct {
 
 type maps struct {
 	events, hits, lost, saved int // file descriptors
+	scratch                   int // aggregation keys are built here
+	aggregations              map[*Aggregation]int
 }
 
 type emitter struct {
@@ -162,6 +167,18 @@ func generate(p program, m maps) (asm.Instructions, error) {
 			return nil, err
 		}
 	}
+	if p.where != nil {
+		matched := e.label("matched")
+		if err := e.cond(p, p.where, matched, "filtered"); err != nil {
+			return nil, err
+		}
+		e.mark(matched)
+	}
+	for _, u := range p.aggregates {
+		if err := e.aggregate(p, m, u); err != nil {
+			return nil, err
+		}
+	}
 	if p.emit {
 		e.emit(
 			asm.LoadMapPtr(asm.R1, m.events),
@@ -206,6 +223,9 @@ func generate(p program, m maps) (asm.Instructions, error) {
 			asm.Mov.Reg(asm.R1, regEvent),
 			asm.FnRingbufSubmit.Call(),
 		)
+	}
+	if p.where != nil {
+		e.mark("filtered")
 	}
 	if p.ret {
 		// The entry's roots are consumed; a nested call gets its own.

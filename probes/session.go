@@ -26,6 +26,15 @@ type Probe struct {
 	Values   []*symbols.Plan
 	// Stack captures registers and the user stack for unwinding.
 	Stack bool
+	// At is the probe's offset from the function's entry (FUNCTION+OFF
+	// and FILE:LINE probes); return probes are at 0.
+	At uint64
+	// Filter, when set, decides in the kernel which hits count further.
+	Filter Cond
+	// Aggregates are updated on every hit that passes the filter.
+	Aggregates []AggregateUpdate
+	// NoEvent: the probe only aggregates; it writes no event.
+	NoEvent bool
 }
 
 // Options configure Attach.
@@ -55,6 +64,8 @@ type Session struct {
 	lost    *ebpf.Map
 	reader  *ringbuf.Reader
 	record  ringbuf.Record // reused by Read
+
+	aggregations []*Aggregation
 
 	// AttachTime is how long loading and attaching took.
 	AttachTime time.Duration
@@ -109,6 +120,17 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 		return nil, err
 	}
 	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
+	scratch, err := s.createAggregations(probes)
+	if err != nil {
+		return nil, err
+	}
+	if scratch != nil {
+		m.scratch = scratch.FD()
+		m.aggregations = map[*Aggregation]int{}
+		for _, a := range s.aggregations {
+			m.aggregations[a] = a.m.FD()
+		}
+	}
 
 	stackBytes := opts.StackBytes
 	if stackBytes == 0 {
@@ -132,7 +154,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 		}
 		s.progs = append(s.progs, prog)
 		fn := p.function
-		uopts := &link.UprobeOptions{Address: fn.Offset}
+		uopts := &link.UprobeOptions{Address: fn.Offset + p.at}
 		var l link.Link
 		if p.ret {
 			l, err = ex.Uretprobe(fn.Symbol, prog, uopts)
@@ -140,7 +162,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 			l, err = ex.Uprobe(fn.Symbol, prog, uopts)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("attach %s to %s at file offset %#x: %w", kind(p.ret), fn.Symbol, fn.Offset, err)
+			return nil, fmt.Errorf("attach %s to %s+%#x at file offset %#x: %w", kind(p.ret), fn.Symbol, p.at, fn.Offset+p.at, err)
 		}
 		s.links = append(s.links, l)
 	}
@@ -188,6 +210,7 @@ func (s *Session) createMaps(nprobes, ringBytes int) error {
 type planned struct {
 	program
 	function *symbols.Function
+	at       uint64
 }
 
 // plan turns probes into programs: one per probe, plus an entry program
@@ -206,7 +229,7 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 		if !p.Return {
 			continue
 		}
-		for _, v := range p.Values {
+		for _, v := range p.plans() {
 			if v.Root.Const || v.Root.Return {
 				continue
 			}
@@ -224,9 +247,10 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 		if p.Stack {
 			l = l.withStack(stackBytes)
 		}
-		pr := planned{function: p.Function, program: program{
-			probeID: uint32(id), emit: true, layout: l,
+		pr := planned{function: p.Function, at: p.At, program: program{
+			probeID: uint32(id), emit: !p.NoEvent, layout: l,
 			ret: p.Return, functionID: ids[addr], filter: filter, wakeupBytes: int(wakeupBytes),
+			where: p.Filter, aggregates: p.Aggregates,
 		}}
 		if p.Return {
 			pr.savedRoots = roots[addr]
@@ -248,6 +272,41 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 			probeID: nextID, functionID: ids[addr], saveRoots: roots[addr], filter: filter,
 		}})
 		nextID++
+	}
+	return out
+}
+
+// plans lists every plan the probe evaluates: values, filter operands
+// and aggregation keys and values.
+func (p *Probe) plans() []*symbols.Plan {
+	out := append([]*symbols.Plan(nil), p.Values...)
+	var walk func(c Cond)
+	walk = func(c Cond) {
+		switch c := c.(type) {
+		case And:
+			walk(c.L)
+			walk(c.R)
+		case Or:
+			walk(c.L)
+			walk(c.R)
+		case Not:
+			walk(c.X)
+		case Compare:
+			for _, o := range []Operand{c.L, c.R} {
+				if o.Plan != nil {
+					out = append(out, o.Plan)
+				}
+			}
+		case StringEquals:
+			out = append(out, c.Plan)
+		}
+	}
+	walk(p.Filter)
+	for _, u := range p.Aggregates {
+		out = append(out, u.Keys...)
+		if u.Value != nil && u.Value.Plan != nil {
+			out = append(out, u.Value.Plan)
+		}
 	}
 	return out
 }

@@ -74,6 +74,10 @@ type Param struct {
 
 // Params returns the parameters of an instance with their entry locations.
 func (b *Binary) Params(fn *Function) ([]Param, error) {
+	return b.params(fn, fn.Address)
+}
+
+func (b *Binary) params(fn *Function, pc uint64) ([]Param, error) {
 	if b.dwarf == nil {
 		return nil, fmt.Errorf("%s: %w: %s", fn.Symbol, ErrNoDebugInfo, NoDebugInfoHint)
 	}
@@ -88,6 +92,9 @@ func (b *Binary) Params(fn *Function) ([]Param, error) {
 		return nil, fmt.Errorf("%s: reading DWARF at %#x: %v", fn.Symbol, die, err)
 	}
 	cfaOffset, fbErr := frameBase(sp)
+	if pc != fn.Address {
+		fbErr = errMidFunctionFrame
+	}
 	var params []Param
 	seen := map[string]bool{}
 	if sp.Children {
@@ -100,7 +107,7 @@ func (b *Binary) Params(fn *Function) ([]Param, error) {
 				break
 			}
 			if e.Tag == dwarf.TagFormalParameter {
-				p := b.param(fn, e, cfaOffset, fbErr)
+				p := b.param(fn, pc, e, cfaOffset, fbErr)
 				seen[p.Name] = true
 				params = append(params, p)
 			}
@@ -175,14 +182,14 @@ func (b *Binary) Attr(e *dwarf.Entry, a dwarf.Attr) any {
 	return nil
 }
 
-func (b *Binary) param(fn *Function, e *dwarf.Entry, cfaOffset int64, fbErr error) Param {
+func (b *Binary) param(fn *Function, pc uint64, e *dwarf.Entry, cfaOffset int64, fbErr error) Param {
 	p := Param{}
 	p.Name, _ = b.Attr(e, dwarf.AttrName).(string)
 	if t, ok := b.Attr(e, dwarf.AttrType).(dwarf.Offset); ok {
 		p.Type, _ = b.dwarf.Type(t)
 	}
 	fail := func(why string) Param {
-		p.Err = fmt.Errorf("parameter %s of %s at %#x: %w: %s", p.Name, fn.Symbol, fn.Address, ErrNoLocation, why)
+		p.Err = fmt.Errorf("parameter %s of %s at %#x: %w: %s", p.Name, fn.Symbol, pc, ErrNoLocation, why)
 		return p
 	}
 	f := e.AttrField(dwarf.AttrLocation)
@@ -196,15 +203,20 @@ func (b *Binary) param(fn *Function, e *dwarf.Entry, cfaOffset int64, fbErr erro
 	case dwarf.ClassLocListPtr, dwarf.ClassLocList:
 		off := uint64(f.Val.(int64))
 		var err error
-		expr, err = b.locListAt(fn.unit, off, f.Class == dwarf.ClassLocList, fn.Address)
+		expr, err = b.locListAt(fn.unit, off, f.Class == dwarf.ClassLocList, pc)
 		if err != nil {
 			return fail(err.Error())
 		}
 		if expr == nil {
-			return fail("no location list entry covers the entry address")
+			return fail("no location list entry covers the address (optimized out here)")
 		}
 	default:
 		return fail(fmt.Sprintf("unsupported location class %v", f.Class))
+	}
+	if pc != fn.Address {
+		if err := checkMidFunction(expr); err != nil {
+			return fail(err.Error())
+		}
 	}
 	loc, err := decodeEntryExpr(expr, cfaOffset, fbErr)
 	if err != nil {

@@ -65,3 +65,13 @@ func (s *FunctionScope) Lookup(name string) (dwarf.Type, Root, error) {
 	}
 	return nil, Root{}, &NotFoundError{Kind: ErrNoParam, Name: name, Where: s.Function.Symbol, Closest: Closest(name, names, 3), All: names}
 }
+
+// NewScopeAt resolves the instance's parameters at pc, for a probe inside
+// the function (FUNCTION+OFFSET, FILE:LINE).
+func (b *Binary) NewScopeAt(fn *Function, pc uint64) (*FunctionScope, error) {
+	params, err := b.ParamsAt(fn, pc)
+	if err != nil {
+		return nil, err
+	}
+	return &FunctionScope{Function: fn, Params: params}, nil
+}

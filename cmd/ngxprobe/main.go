@@ -2,6 +2,8 @@
 // a connection, and with which flags.
 //
 //	ngxprobe run -p PID                 default probe set on a master and its workers
+//	ngxprobe run -p PID SCRIPT          a probe-set script (see examples/)
+//	ngxprobe check --binary PATH SCRIPT resolve a script without attaching
 //	ngxprobe run --binary PATH --probe 'ngx_unix_recv%return:$retval,c->number'
 //	ngxprobe funcs --binary PATH [PATTERN]
 //	ngxprobe fields --binary PATH TYPE
@@ -27,19 +29,24 @@ import (
 	"github.com/ngxprobe/ngxprobe/internal/probeset"
 	"github.com/ngxprobe/ngxprobe/internal/target"
 	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/script"
 	"github.com/ngxprobe/ngxprobe/stacks"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 const usage = `usage:
   ngxprobe run    [-p PID | --binary PATH] [--probe SPEC]... [-o text|json] [--duration D]
+  ngxprobe run    [-p PID | --binary PATH] [-o text|json] [--duration D] SCRIPT | -e 'TEXT'
+  ngxprobe check  [-p PID | --binary PATH] SCRIPT | -e 'TEXT'
   ngxprobe funcs  [-p PID | --binary PATH] [PATTERN]
   ngxprobe fields [-p PID | --binary PATH] TYPE
 
 -p PID takes an nginx master (its workers are traced, also after a reload)
 or one worker. --binary traces every process running that executable.
 SPEC is FUNCTION[%return][:EXPR,EXPR...], e.g. 'ngx_unix_recv%return:$retval,c->read->eof'.
-Without --probe, run uses the default set: ngx_http_finalize_request,
+A SCRIPT is a probe set: 'ngx_http_finalize_request /rc == 499/ { print(r->connection->number); stack }'.
+check parses and resolves a script against the binary's DWARF without root.
+Without --probe or a script, run uses the default set: ngx_http_finalize_request,
 ngx_unix_recv (at return) and ngx_http_ssl_handshake.
 `
 
@@ -71,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "run":
 		return cmdRun(args, stdout, stderr)
+	case "check":
+		return cmdCheck(args, stdout)
 	case "funcs":
 		return cmdFuncs(args, stdout)
 	case "fields":
@@ -223,12 +232,24 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	ringBytes := fs.Int("ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
 	withStacks := fs.Bool("stack", false, "add probes with stacks where nginx closes connections")
 	stackBytes := fs.Int("stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per hit (a multiple of 512)")
+	inline := fs.String("e", "", "probe-set script `TEXT`")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("%w: unexpected argument %q (probe-set scripts are not supported yet; use --probe)", errUsage, pos[0])
+	src, err := scriptSource(pos, *inline)
+	if err != nil {
+		return err
+	}
+	if src != nil && len(probeSpecs) > 0 {
+		return fmt.Errorf("%w: give a script or --probe, not both", errUsage)
+	}
+	// Parse before anything else: a typo is reported the same with or without root.
+	var parsed *script.Script
+	if src != nil {
+		if parsed, err = src.parse(); err != nil {
+			return err
+		}
 	}
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("%w: -o %q: want text or json", errUsage, *format)
@@ -263,15 +284,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if *withStacks {
 		specs = append(specs, probeset.CloseStacks(bin)...)
 	}
-	if !bin.HasDWARF() {
+	if !bin.HasDWARF() && parsed == nil {
 		for _, s := range specs {
 			if len(s.Values) > 0 {
 				return fmt.Errorf("%s: %w, so %s cannot read %s; %s", t.Display, symbols.ErrNoDebugInfo, s.Name(), s.Values[0].Expr, symbols.NoDebugInfoHint)
 			}
 		}
 	}
-	resolved, err := probeset.Resolve(bin, specs)
-	if err != nil {
+	var resolved *probeset.Resolved
+	var program *script.Program
+	if parsed != nil {
+		if program, err = script.Compile(bin, parsed); err != nil {
+			return err
+		}
+		resolved = &probeset.Resolved{Probes: program.Probes, Specs: program.Specs}
+	} else if resolved, err = probeset.Resolve(bin, specs); err != nil {
 		return err
 	}
 	sess, err := probes.Attach(t.Path, resolved.Probes, probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: *ringBytes, StackBytes: *stackBytes})
@@ -345,6 +372,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	counts := sess.Counts()
+	if program != nil && len(program.Aggregations) > 0 {
+		if err := output.PrintAggregates(stdout, *format == "json", program.Aggregations, sess.Aggregates()); err != nil {
+			return err
+		}
+	}
 	if err := sess.Close(); err != nil {
 		fmt.Fprintf(stderr, "ngxprobe: close: %v\n", err)
 	}
@@ -414,7 +446,11 @@ func printAttachSummary(w io.Writer, t *target.Target, bin *symbols.Binary, r *p
 		if p.Return {
 			kind = "uretprobe"
 		}
-		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, p.Name, p.Function.Symbol, p.Function.Address, p.Function.Offset, len(p.Values))
+		where := p.Function.Symbol
+		if p.At != 0 {
+			where = fmt.Sprintf("%s+%#x", where, p.At)
+		}
+		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, p.Name, where, p.Function.Address+p.At, p.Function.Offset+p.At, len(p.Values))
 	}
 }
 
@@ -453,4 +489,88 @@ func printExitSummary(w io.Writer, asJSON bool, counts []probes.Counts, delivere
 	for _, c := range counts {
 		fmt.Fprintf(w, "  %-42s %-44s hits %d, events %d, lost %d\n", c.Probe.Name, c.Probe.Function.Symbol, c.Hits, delivered[c.Probe], c.Lost)
 	}
+}
+
+// scriptArg is a script named on the command line or given with -e.
+type scriptArg struct {
+	path, text string
+}
+
+func scriptSource(pos []string, inline string) (*scriptArg, error) {
+	switch {
+	case len(pos) > 1:
+		return nil, fmt.Errorf("%w: one script at a time, got %q", errUsage, pos)
+	case len(pos) == 1 && inline != "":
+		return nil, fmt.Errorf("%w: give a script file or -e, not both", errUsage)
+	case len(pos) == 1:
+		return &scriptArg{path: pos[0]}, nil
+	case inline != "":
+		return &scriptArg{text: inline}, nil
+	}
+	return nil, nil
+}
+
+func (a *scriptArg) parse() (*script.Script, error) {
+	if a.path != "" {
+		return script.ParseFile(a.path, nil)
+	}
+	return script.ParseText("-e", a.text, nil)
+}
+
+// cmdCheck resolves a script against a binary and prints what run would
+// attach. It needs no privileges.
+func cmdCheck(args []string, stdout io.Writer) error {
+	var c common
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	c.register(fs)
+	inline := fs.String("e", "", "probe-set script `TEXT`")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	src, err := scriptSource(pos, *inline)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		return fmt.Errorf("%w: check needs a SCRIPT or -e TEXT", errUsage)
+	}
+	parsed, err := src.parse()
+	if err != nil {
+		return err
+	}
+	t, err := c.target()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	bin, err := symbols.Open(t.Path, nil)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	program, err := script.Compile(bin, parsed)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, pt := range program.Points {
+		n += len(pt.Instances)
+	}
+	fmt.Fprintf(stdout, "%s: ok against %s (debug info: %s): %d probe points, %d attach points, %d aggregations, checked in %d ms\n",
+		parsed.Files.Position(1).File, t.Display, bin.DebugSource, len(program.Points), n, len(program.Aggregations), time.Since(start).Milliseconds())
+	for _, pt := range program.Points {
+		fmt.Fprintf(stdout, "%s  %s\n", pt.Pos, pt.Text)
+		for _, in := range pt.Instances {
+			where := in.Symbol
+			if in.Offset != 0 {
+				where = fmt.Sprintf("%s+%#x", in.Symbol, in.Offset)
+			}
+			if in.Inlined != "" {
+				where += " (inlined " + in.Inlined + ")"
+			}
+			fmt.Fprintf(stdout, "    %-9s %-48s addr %#x  file offset %#x\n", in.Kind, where, in.Address, in.FileOffset)
+		}
+	}
+	return nil
 }

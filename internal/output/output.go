@@ -51,6 +51,7 @@ type JSONEvent struct {
 	Probe    string        `json:"probe"`
 	Function string        `json:"function"`
 	Values   []JSONValue   `json:"values"`
+	Messages []string      `json:"messages,omitempty"`
 	Stack    *stacks.Stack `json:"stack,omitempty"`
 }
 
@@ -102,11 +103,19 @@ func (p *Printer) printJSON(ev probes.Event, spec *probeset.Spec, stack *stacks.
 	}
 	for i, v := range ev.Values {
 		vs := valueSpec(spec, i, v)
+		if vs.Hidden {
+			continue
+		}
 		jv := JSONValue{Name: vs.Name, Expr: v.Expr, Value: v.JSON, Readable: v.Readable, Why: v.Why}
 		if vs.Display == probeset.Role && v.Readable {
 			jv.Value, jv.Role = role(v), role(v)
 		}
 		out.Values = append(out.Values, jv)
+	}
+	if spec != nil {
+		for _, m := range spec.Messages {
+			out.Messages = append(out.Messages, FormatMessage(m, ev.Values))
+		}
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
@@ -134,6 +143,9 @@ func (p *Printer) printText(ev probes.Event, spec *probeset.Spec, stack *stacks.
 	readable := map[string]bool{}
 	for i, v := range ev.Values {
 		vs := valueSpec(spec, i, v)
+		if vs.Hidden {
+			continue
+		}
 		g := vs.Group
 		if _, ok := lines[g]; !ok {
 			groups = append(groups, g)
@@ -152,6 +164,14 @@ func (p *Printer) printText(ev probes.Event, spec *probeset.Spec, stack *stacks.
 			continue
 		}
 		fmt.Fprintf(&b, "  %-16s %s\n", label(g), strings.Join(lines[g], " "))
+	}
+	if spec != nil {
+		for _, m := range spec.Messages {
+			msg := strings.TrimSuffix(FormatMessage(m, ev.Values), "\n")
+			for _, line := range strings.Split(msg, "\n") {
+				fmt.Fprintf(&b, "  %s\n", line)
+			}
+		}
 	}
 	if stack != nil {
 		writeStack(&b, stack)
@@ -186,6 +206,73 @@ func writeStack(b *strings.Builder, st *stacks.Stack) {
 	for _, n := range st.Notes {
 		fmt.Fprintf(b, "    note: %s\n", n)
 	}
+}
+
+// FormatMessage renders a printf with the values it refers to. An
+// unreadable value prints as ?.
+func FormatMessage(m probeset.Message, values []probes.Value) string {
+	var b strings.Builder
+	f := m.Format
+	arg := 0
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			b.WriteByte(f[i])
+			continue
+		}
+		j := i + 1
+		for j < len(f) && strings.IndexByte("-0123456789l", f[j]) >= 0 {
+			j++
+		}
+		if j >= len(f) {
+			b.WriteString(f[i:])
+			break
+		}
+		flags := strings.ReplaceAll(f[i+1:j], "l", "")
+		verb := f[j]
+		i = j
+		if verb == '%' {
+			b.WriteByte('%')
+			continue
+		}
+		if arg >= len(m.Args) || m.Args[arg] >= len(values) {
+			b.WriteString("%!" + string(verb) + "(missing)")
+			continue
+		}
+		v := values[m.Args[arg]]
+		arg++
+		if !v.Readable {
+			b.WriteString("?")
+			continue
+		}
+		switch verb {
+		case 'd', 'i', 'u':
+			fmt.Fprintf(&b, "%"+flags+"v", v.JSON)
+		case 'x', 'X':
+			switch n := v.JSON.(type) {
+			case int64:
+				fmt.Fprintf(&b, "%"+flags+string(verb), uint64(n))
+			case uint64:
+				fmt.Fprintf(&b, "%"+flags+string(verb), n)
+			default:
+				b.WriteString(v.Text)
+			}
+		case 'c':
+			if n, ok := v.JSON.(int64); ok {
+				b.WriteByte(byte(n))
+			} else if n, ok := v.JSON.(uint64); ok {
+				b.WriteByte(byte(n))
+			}
+		case 's':
+			if s, ok := v.JSON.(string); ok {
+				fmt.Fprintf(&b, "%"+flags+"s", s)
+			} else {
+				fmt.Fprintf(&b, "%"+flags+"s", v.Text)
+			}
+		default: // p
+			b.WriteString(v.Text)
+		}
+	}
+	return b.String()
 }
 
 func label(g string) string {

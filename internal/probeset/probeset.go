@@ -19,6 +19,14 @@ type Value struct {
 	Expr    string
 	Group   string
 	Display Display
+	// Hidden values are read for a message, not listed on their own.
+	Hidden bool
+}
+
+// Message is a printf: a format and the indexes of its values.
+type Message struct {
+	Format string
+	Args   []int
 }
 
 // Display changes how a value is shown.
@@ -39,10 +47,17 @@ type Spec struct {
 	Values   []Value
 	// Stack: capture the user stack at each hit.
 	Stack bool
+	// Messages are printed after the values, in order.
+	Messages []Message
+	// Label, when set, names the probe in output instead of Name().
+	Label string
 }
 
 // Name is how the probe is shown: the function, with %return for returns.
 func (s Spec) Name() string {
+	if s.Label != "" {
+		return s.Label
+	}
 	if s.Return {
 		return s.Function + "%return"
 	}

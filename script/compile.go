@@ -1,0 +1,532 @@
+package script
+
+import (
+	"debug/dwarf"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/ngxprobe/ngxprobe/internal/probeset"
+	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// Program is a script resolved against one binary: what to attach, and
+// how to print what it reads.
+type Program struct {
+	Probes []*probes.Probe
+	Specs  []*probeset.Spec // parallel to Probes
+	// Points lists every probe point with the instances it attaches to.
+	Points       []Attachment
+	Aggregations []*Aggregation
+}
+
+// Attachment is a probe point and where it resolved.
+type Attachment struct {
+	Text      string
+	Pos       Position
+	Instances []Instance
+}
+
+// Instance is one attach address of a probe point.
+type Instance struct {
+	Kind       string // uprobe or uretprobe
+	Symbol     string
+	Offset     uint64 // from the symbol
+	Address    uint64
+	FileOffset uint64
+	Inlined    string // the inlined function a line probe lands in
+}
+
+// Aggregation is an @map with how to print its keys.
+type Aggregation struct {
+	*probes.Aggregation
+	KeyNames []string
+	// ProbeKey marks keys that are the builtin probe: their value is an
+	// index into ProbeNames.
+	ProbeKey   []bool
+	ProbeNames []string
+}
+
+// Builtins are names every probe knows besides its function's arguments.
+var Builtins = []string{"probe", symbols.ReturnValueName}
+
+type compiler struct {
+	bin     *symbols.Binary
+	fset    *FileSet
+	errs    ErrorList
+	defines map[string]Expr
+	aggs    map[string]*Aggregation
+	prog    *Program
+}
+
+// Compile resolves every probe point, name and type against the binary.
+// It needs no privileges and attaches nothing; every error is reported.
+func Compile(bin *symbols.Binary, s *Script) (*Program, error) {
+	c := &compiler{bin: bin, fset: s.Files, defines: map[string]Expr{}, aggs: map[string]*Aggregation{}, prog: &Program{}}
+	for _, d := range s.Defines {
+		if _, dup := c.defines[d.Name]; dup {
+			c.errorf(d.At, ErrResolve, "", "%s is defined twice", d.Name)
+			continue
+		}
+		c.defines[d.Name] = c.expand(d.X, nil)
+	}
+	if len(s.Probes) == 0 && len(c.errs) == 0 {
+		return nil, &Error{Msg: "the script has no probes", Hint: "a probe is FUNCTION { print(ARG) }", Err: ErrResolve}
+	}
+	for _, p := range s.Probes {
+		c.probe(p)
+	}
+	if len(c.errs) > 0 {
+		sort.SliceStable(c.errs, func(i, j int) bool {
+			a, b := c.errs[i].Pos, c.errs[j].Pos
+			if a.File != b.File {
+				return false
+			}
+			return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+		})
+		return nil, dedupe(c.errs)
+	}
+	return c.prog, nil
+}
+
+func dedupe(l ErrorList) ErrorList {
+	seen := map[string]bool{}
+	var out ErrorList
+	for _, e := range l {
+		k := e.Error()
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (c *compiler) errorf(pos int, sentinel error, hint, format string, args ...any) {
+	c.errs = append(c.errs, &Error{Pos: c.fset.Position(pos), Msg: fmt.Sprintf(format, args...), Hint: hint, Err: sentinel})
+}
+
+// fail records an error from the symbols package at its position.
+func (c *compiler) fail(pos int, err error) {
+	var pe *symbols.PathError
+	if errors.As(err, &pe) {
+		c.errs = append(c.errs, &Error{Pos: c.fset.Position(pe.At), Msg: pe.Msg, Err: errors.Join(ErrResolve, pe.Err)})
+		return
+	}
+	c.errs = append(c.errs, &Error{Pos: c.fset.Position(pos), Msg: err.Error(), Err: errors.Join(ErrResolve, err)})
+}
+
+// expand substitutes local names and definitions into x.
+func (c *compiler) expand(x Expr, locals map[string]Expr) Expr {
+	switch e := x.(type) {
+	case *symbols.Ident:
+		if v, ok := locals[e.Name]; ok {
+			return v
+		}
+		if v, ok := c.defines[e.Name]; ok {
+			return v
+		}
+		return e
+	case *symbols.MemberExpr:
+		n := *e
+		n.X = c.expand(e.X, locals)
+		return &n
+	case *symbols.Index:
+		n := *e
+		n.X = c.expand(e.X, locals)
+		return &n
+	case *symbols.Cast:
+		n := *e
+		n.X = c.expand(e.X, locals)
+		return &n
+	case *Binary:
+		n := *e
+		n.L, n.R = c.expand(e.L, locals), c.expand(e.R, locals)
+		return &n
+	case *Not:
+		n := *e
+		n.X = c.expand(e.X, locals)
+		return &n
+	}
+	return x
+}
+
+// site is one place a probe point attaches.
+type site struct {
+	fn  *symbols.Function
+	at  uint64
+	ret bool
+	pc  uint64
+	inl string
+}
+
+func (c *compiler) probe(p *Probe) {
+	locals := map[string]Expr{}
+	for _, st := range p.Body {
+		if l, ok := st.(*Let); ok {
+			locals[l.Name] = c.expand(l.X, locals)
+		}
+	}
+	stack, emits := false, len(p.Body) == 0
+	for _, st := range p.Body {
+		switch st.(type) {
+		case *Stack:
+			stack, emits = true, true
+		case *Print, *Printf:
+			emits = true
+		}
+	}
+	for _, pt := range p.Points {
+		sites := c.resolvePoint(pt)
+		att := Attachment{Text: pt.Text, Pos: c.fset.Position(pt.At)}
+		for _, s := range sites {
+			kind := "uprobe"
+			if s.ret {
+				kind = "uretprobe"
+			}
+			att.Instances = append(att.Instances, Instance{Kind: kind, Symbol: s.fn.Symbol, Offset: s.at, Address: s.pc, FileOffset: s.fn.Offset + s.at, Inlined: s.inl})
+			c.instance(p, pt, s, locals, stack, emits)
+		}
+		c.prog.Points = append(c.prog.Points, att)
+	}
+}
+
+func (c *compiler) resolvePoint(pt ProbePoint) []site {
+	if pt.Kind == AtLine {
+		ls, err := c.bin.LineSites(pt.File, pt.Line)
+		if err != nil {
+			c.errorf(pt.At, ErrResolve, lineHint(err), "%v", err)
+			return nil
+		}
+		var out []site
+		for _, l := range ls {
+			out = append(out, site{fn: l.Function, at: l.Address - l.Function.Address, pc: l.Address, inl: l.Inlined})
+		}
+		return out
+	}
+	fns, err := c.bin.Lookup(pt.Function)
+	if err != nil {
+		if inl := c.bin.InlineSites(symbols.BaseName(pt.Function)); len(inl) > 0 {
+			c.errorf(pt.At, ErrResolve, inlineHint(inl), "%v: %s has no out-of-line copy to probe; GCC inlined it at %d call sites", symbols.ErrInlined, pt.Function, len(inl))
+			return nil
+		}
+		c.fail(pt.At, err)
+		return nil
+	}
+	var out []site
+	switch pt.Kind {
+	case AtEntry, AtReturn:
+		for _, fn := range fns {
+			out = append(out, site{fn: fn, ret: pt.Kind == AtReturn, pc: fn.Address})
+		}
+	case AtOffset:
+		if len(fns) > 1 {
+			var names []string
+			for _, fn := range fns {
+				names = append(names, fmt.Sprintf("%s+%#x", fn.Symbol, pt.Offset))
+			}
+			c.errorf(pt.At, ErrResolve, "name one instance: "+strings.Join(names, ", "), "%s has %d instances with different code, so an offset is ambiguous", pt.Function, len(fns))
+			return nil
+		}
+		fn := fns[0]
+		if err := c.checkBoundary(fn, pt.Offset); err != nil {
+			c.errorf(pt.At, ErrResolve, "list the instruction boundaries with objdump -d --start-address", "%v", err)
+			return nil
+		}
+		out = append(out, site{fn: fn, at: pt.Offset, pc: fn.Address + pt.Offset})
+	}
+	return out
+}
+
+// checkBoundary refuses an offset that is not the start of an
+// instruction: a breakpoint in the middle of one corrupts nginx's code.
+func (c *compiler) checkBoundary(fn *symbols.Function, off uint64) error {
+	if fn.Size > 0 && off >= fn.Size {
+		return fmt.Errorf("offset %#x is past the end of %s (%d bytes)", off, fn.Symbol, fn.Size)
+	}
+	text := c.bin.ELF().Section(".text")
+	if text == nil {
+		return errors.New("no .text section")
+	}
+	if fn.Address < text.Addr || fn.Address+off >= text.Addr+text.Size {
+		return fmt.Errorf("%s+%#x is outside .text", fn.Symbol, off)
+	}
+	code := make([]byte, off+16)
+	n, _ := text.ReadAt(code, int64(fn.Address-text.Addr))
+	code = code[:n]
+	var pc uint64
+	for pc < off {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			return fmt.Errorf("cannot decode %s at +%#x: %v", fn.Symbol, pc, err)
+		}
+		pc += uint64(inst.Len)
+	}
+	if pc != off {
+		return fmt.Errorf("%s+%#x is inside an instruction (the nearest start before it is +%#x, after it +%#x)", fn.Symbol, off, pc-uint64(lastLen(code, off)), pc)
+	}
+	return nil
+}
+
+// lastLen is the length of the instruction that covers off.
+func lastLen(code []byte, off uint64) int {
+	var pc uint64
+	for pc < uint64(len(code)) {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			return 0
+		}
+		if pc+uint64(inst.Len) > off {
+			return inst.Len
+		}
+		pc += uint64(inst.Len)
+	}
+	return 0
+}
+
+func lineHint(err error) string {
+	var le *symbols.LineError
+	if errors.As(err, &le) && len(le.Nearest) > 0 {
+		return fmt.Sprintf("probe a line with code, e.g. %s:%d", le.File, le.Nearest[0])
+	}
+	if errors.Is(err, symbols.ErrFileNotFound) {
+		return "use a path as the build saw it, e.g. src/os/unix/ngx_recv.c, or its file name"
+	}
+	return ""
+}
+
+func inlineHint(sites []symbols.InlineSite) string {
+	var lines []string
+	for i, s := range sites {
+		if i == 8 {
+			lines = append(lines, fmt.Sprintf("... and %d more", len(sites)-8))
+			break
+		}
+		lines = append(lines, fmt.Sprintf("in %s at %s:%d (%#x)", s.Caller, s.File, s.Line, s.Low))
+	}
+	return "probe a line inside it (FILE:LINE reaches every inlined copy) or one of its callers:\n    " + strings.Join(lines, "\n    ")
+}
+
+// scope resolves arguments, $retval and builtins for one instance.
+type scope struct {
+	inner  *symbols.FunctionScope
+	probe  int64 // the probe's index, the builtin probe's value
+	extra  []string
+	atLine bool
+}
+
+var intType = &dwarf.IntType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 8, Name: "long"}}}
+
+func (s *scope) Lookup(name string) (dwarf.Type, symbols.Root, error) {
+	if name == "probe" {
+		return intType, symbols.Root{Const: true, Add: s.probe}, nil
+	}
+	t, r, err := s.inner.Lookup(name)
+	var nf *symbols.NotFoundError
+	if errors.As(err, &nf) {
+		all := append(append([]string(nil), nf.All...), s.extra...)
+		nf2 := *nf
+		nf2.Closest = symbols.Closest(name, all, 3)
+		return nil, r, &nf2
+	}
+	return t, r, err
+}
+
+func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]Expr, stack, emits bool) {
+	var fs *symbols.FunctionScope
+	var err error
+	if s.at == 0 {
+		fs, err = c.bin.NewFunctionScope(s.fn, s.ret)
+	} else {
+		fs, err = c.bin.NewScopeAt(s.fn, s.pc)
+	}
+	if err != nil {
+		c.fail(pt.At, err)
+		return
+	}
+	extra := append([]string{"probe"}, names(locals)...)
+	extra = append(extra, names(c.defines)...)
+	sc := &scope{inner: fs, probe: int64(len(c.prog.Probes)), extra: extra}
+	pr := &probes.Probe{Name: pt.Text, Function: s.fn, Return: s.ret, At: s.at, Stack: stack, NoEvent: !emits}
+	spec := &probeset.Spec{Function: s.fn.Name, Return: s.ret, Stack: stack, Label: pt.Text}
+	nerr := len(c.errs)
+	if p.Filter != nil {
+		pr.Filter = c.cond(c.expand(p.Filter, locals), sc)
+	}
+	for _, st := range p.Body {
+		switch st := st.(type) {
+		case *Print:
+			for _, a := range st.Args {
+				if plan := c.value(a, locals, sc); plan != nil {
+					pr.Values = append(pr.Values, plan)
+					spec.Values = append(spec.Values, probeset.Value{Name: a.Name, Expr: a.Text, Display: displayFor(plan)})
+				}
+			}
+		case *Printf:
+			c.checkFormat(st)
+			m := probeset.Message{Format: st.Format}
+			for _, a := range st.Args {
+				if plan := c.value(a, locals, sc); plan != nil {
+					m.Args = append(m.Args, len(pr.Values))
+					pr.Values = append(pr.Values, plan)
+					spec.Values = append(spec.Values, probeset.Value{Name: a.Name, Expr: a.Text, Hidden: true})
+				}
+			}
+			spec.Messages = append(spec.Messages, m)
+		case *Aggregate:
+			c.aggregate(st, pr, locals, sc)
+		}
+	}
+	if len(c.errs) > nerr {
+		return
+	}
+	c.prog.Probes = append(c.prog.Probes, pr)
+	c.prog.Specs = append(c.prog.Specs, spec)
+}
+
+func names[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// displayFor shows connection numbers as *N and c->listening as the
+// connection's role, as the default probe set does.
+func displayFor(plan *symbols.Plan) probeset.Display {
+	e := plan.Expr
+	switch {
+	case strings.HasSuffix(e, "->number") || strings.HasSuffix(e, ".number") || strings.HasSuffix(e, "log->connection"):
+		return probeset.Connection
+	case strings.HasSuffix(e, "->listening"):
+		return probeset.Role
+	}
+	return probeset.Plain
+}
+
+// value compiles a printed value: a member path.
+func (c *compiler) value(a PrintArg, locals map[string]Expr, sc *scope) *symbols.Plan {
+	x := c.expand(a.X, locals)
+	switch x.(type) {
+	case *IntLit, *StrLit:
+		c.errorf(x.Pos(), ErrResolve, "put fixed text in printf's format", "%s is a literal; print reads values from nginx", a.Text)
+		return nil
+	case *Binary, *Not:
+		c.errorf(x.Pos(), ErrResolve, "use it as a filter: PROBE /COND/ { ... }, or print its operands", "%s is a condition, not a value to print", a.Text)
+		return nil
+	}
+	if !isPath(x) {
+		c.errorf(x.Pos(), ErrResolve, "", "%s is not a member path", a.Text)
+		return nil
+	}
+	plan, err := c.bin.Compile(a.Text, x, sc)
+	if err != nil {
+		c.fail(x.Pos(), err)
+		return nil
+	}
+	return plan
+}
+
+// isPath reports whether x is made of names, members, indexes and casts only.
+func isPath(x Expr) bool {
+	switch e := x.(type) {
+	case *symbols.Ident:
+		return true
+	case *symbols.MemberExpr:
+		return isPath(e.X)
+	case *symbols.Index:
+		return isPath(e.X)
+	case *symbols.Cast:
+		return isPath(e.X)
+	}
+	return false
+}
+
+func (c *compiler) checkFormat(st *Printf) {
+	verbs := 0
+	f := st.Format
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			continue
+		}
+		i++
+		for i < len(f) && strings.IndexByte("-0123456789l", f[i]) >= 0 {
+			i++
+		}
+		if i >= len(f) {
+			c.errorf(st.At, ErrSyntax, "end the verb, e.g. %d", "printf format ends inside a verb")
+			return
+		}
+		switch f[i] {
+		case '%':
+		case 'd', 'i', 'u', 'x', 'X', 's', 'c', 'p':
+			verbs++
+		default:
+			c.errorf(st.At, ErrSyntax, "use %d, %u, %x, %s, %c or %p", "printf verb %%%c is not supported", f[i])
+			return
+		}
+	}
+	if verbs != len(st.Args) {
+		c.errorf(st.At, ErrSyntax, "", "printf format has %d verbs but %d arguments", verbs, len(st.Args))
+	}
+}
+
+func (c *compiler) aggregate(st *Aggregate, pr *probes.Probe, locals map[string]Expr, sc *scope) {
+	u := probes.AggregateUpdate{}
+	var keyNames []string
+	var probeKey []bool
+	for _, k := range st.Keys {
+		x := c.expand(k.X, locals)
+		if id, ok := x.(*symbols.Ident); ok && id.Name == "probe" {
+			probeKey = append(probeKey, true)
+		} else {
+			probeKey = append(probeKey, false)
+		}
+		plan := c.value(k, locals, sc)
+		if plan == nil {
+			return
+		}
+		u.Keys = append(u.Keys, plan)
+		keyNames = append(keyNames, k.Text)
+	}
+	if st.Arg != nil {
+		op, ok := c.operand(c.expand(st.Arg, locals), sc, st.ArgText)
+		if !ok {
+			return
+		}
+		if op.Plan == nil {
+			c.errorf(st.Arg.Pos(), ErrResolve, "count() counts hits", "%s(%s) of a constant", st.Func, st.ArgText)
+			return
+		}
+		u.Value = &op
+	}
+	a := c.aggs[st.Map]
+	if a == nil {
+		a = &Aggregation{Aggregation: &probes.Aggregation{Name: st.Map, Func: st.Func}, KeyNames: keyNames, ProbeKey: probeKey}
+		c.aggs[st.Map] = a
+		c.prog.Aggregations = append(c.prog.Aggregations, a)
+	} else if a.Func != st.Func || len(a.KeyNames) != len(keyNames) {
+		c.errorf(st.At, ErrResolve, "give each aggregation its own @name", "@%s is %s with %d keys elsewhere, %s with %d here", st.Map, a.Func, len(a.KeyNames), st.Func, len(keyNames))
+		return
+	}
+	u.Aggregation = a.Aggregation
+	pr.Aggregates = append(pr.Aggregates, u)
+	if len(a.ProbeNames) <= int(sc.probe) {
+		a.ProbeNames = append(a.ProbeNames, make([]string, int(sc.probe)+1-len(a.ProbeNames))...)
+	}
+	a.ProbeNames[sc.probe] = pr.Name
+}
+
+// ProbeName returns the probe a probe-key value stands for.
+func (a *Aggregation) ProbeName(id int64) string {
+	if id >= 0 && int(id) < len(a.ProbeNames) && a.ProbeNames[id] != "" {
+		return a.ProbeNames[id]
+	}
+	return fmt.Sprint(id)
+}
