@@ -15,6 +15,7 @@ gcc -O2 -g -fomit-frame-pointer -o "$work/loop" bench/hitcost/loop.c
 loop="$work/loop"
 leaf='r->top->mid->leaf'
 eight="$leaf->f[0],$leaf->f[1],$leaf->f[2],$leaf->f[3],$leaf->f[4],$leaf->f[5],$leaf->f[6],$leaf->f[7]"
+eight_list=${eight//,/, }
 bt_eight='$l = *(uint64*)(*(uint64*)(*(uint64*)(arg0+8)+16)+8); printf("%d %d %d %d %d %d %d %d\n", *(int64*)($l), *(int64*)($l+8), *(int64*)($l+16), *(int64*)($l+24), *(int64*)($l+32), *(int64*)($l+40), *(int64*)($l+48), *(int64*)($l+56));'
 
 # variant name -> command that attaches and prints "attached" on stderr
@@ -25,6 +26,11 @@ attach() {
     ngxprobe_1_field) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe 'target:r->id' >/dev/null ;;
     ngxprobe_8_fields_3_hops) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe "target:$eight" >/dev/null ;;
     ngxprobe_8_fields_stack) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --stack-bytes 8192 --probe "target:$eight,stack" >/dev/null ;;
+    # A filter that never matches, reading through the same 3 hops: the
+    # cost of a hit the filter drops, against the plain 8-field event.
+    ngxprobe_filtered_out) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 -e "target / $leaf->f[0] == 999 / { print($eight_list) }" >/dev/null ;;
+    ngxprobe_filter_passes) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 -e "target / $leaf->f[0] == 1 / { print($eight_list) }" >/dev/null ;;
+    ngxprobe_count_by_key) bin/ngxprobe run --binary "$loop" -e "target { @[r->id] = count() }" >/dev/null ;;
     ngxprobe_uretprobe) bin/ngxprobe run --binary "$loop" --ringbuf 268435456 --probe 'target%return:$retval' >/dev/null ;;
     # The event exists only while it runs: a defined perf probe event keeps
     # a breakpoint that slows every other variant.
@@ -32,7 +38,7 @@ attach() {
     bpftrace_8_fields) bpftrace -e "uprobe:$loop:target { $bt_eight }" 2>&1 >/dev/null | sed 's/^Attaching.*/attached/' ;;
   esac
 }
-variants=(none empty_uprobe ngxprobe_1_field ngxprobe_8_fields_3_hops ngxprobe_8_fields_stack ngxprobe_uretprobe)
+variants=(none empty_uprobe ngxprobe_1_field ngxprobe_8_fields_3_hops ngxprobe_filtered_out ngxprobe_filter_passes ngxprobe_count_by_key ngxprobe_8_fields_stack ngxprobe_uretprobe)
 command -v bpftrace >/dev/null && variants+=(bpftrace_8_fields)
 perf_args="ngxpbench:hit=target $(for i in 0 1 2 3 4 5 6 7; do printf 'f%d=%s->f[%d] ' $i "$leaf" $i; done)"
 command -v perf >/dev/null && variants+=(perf_probe_8_fields)

@@ -292,6 +292,8 @@ type Event struct {
 	Probe    string  `json:"probe"`
 	Function string  `json:"function"`
 	Values   []Value `json:"values"`
+	// Messages are a script's printf lines.
+	Messages []string `json:"messages"`
 }
 
 // Value is one value of an event.
@@ -369,6 +371,9 @@ func events(t testing.TB, p *proc) []Event {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" {
 			continue
+		}
+		if strings.HasPrefix(line, `{"aggregate"`) {
+			continue // printed at exit; see aggregates
 		}
 		var ev Event
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {

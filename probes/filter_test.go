@@ -1,0 +1,99 @@
+package probes
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// testWhere exercises every condition form: logic, signed and unsigned
+// comparisons, bitfields, two values read, and string literals against
+// ngx_str_t, char * and a char array.
+func testWhere() Cond {
+	p := testPlans()
+	charArray := &symbols.Plan{Expr: "arr", Type: u64, Root: symbols.Root{Reg: symbols.RegRDI}, Read: symbols.Read{Kind: symbols.ReadMemory, Offset: 16, Size: 8}}
+	return Or{
+		L: And{
+			L: Compare{Op: "==", L: Operand{Plan: p[0]}, R: Operand{Const: 42}},
+			R: Not{X: Compare{Op: "!=", L: Operand{Plan: p[1]}, R: Operand{Const: 0}}},
+		},
+		R: Or{
+			L: And{
+				L: Compare{Op: "<", L: Operand{Plan: p[3], Signed: true}, R: Operand{Const: -1 << 40, Signed: true}},
+				R: Compare{Op: ">=", L: Operand{Plan: p[0]}, R: Operand{Plan: p[3]}},
+			},
+			R: Or{
+				L: StringEquals{Plan: p[4], Literal: "127.0.0.1"},
+				R: Or{L: StringEquals{Plan: p[5], Literal: "GET\xff"}, R: StringEquals{Plan: charArray, Literal: "ab"}},
+			},
+		},
+	}
+}
+
+func testAggregates() []AggregateUpdate {
+	p := testPlans()
+	return []AggregateUpdate{
+		{Aggregation: &Aggregation{Name: "count"}, Keys: []*symbols.Plan{p[0], p[1], p[4]}},
+		{Aggregation: &Aggregation{Name: "sum"}, Keys: nil, Value: &Operand{Plan: p[3], Signed: true}},
+	}
+}
+
+func TestGenerateFiltersAndAggregates(t *testing.T) {
+	m := fakeMaps
+	aggs := testAggregates()
+	m.aggregations = map[*Aggregation]int{aggs[0].Aggregation: 8, aggs[1].Aggregation: 9}
+	m.scratch = 7
+	for _, a := range aggs {
+		a.Aggregation.keys = keyLayout(a.Keys)
+	}
+	insns, err := generate(program{emit: true, layout: newLayout(testPlans()[:2]), where: testWhere(), aggregates: aggs}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := insns.Marshal(&bytes.Buffer{}, binary.LittleEndian); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The verifier accepts filters and aggregations, at entry and at return
+// (where arguments come from the saved entry values).
+func TestVerifierAcceptsFiltersAndAggregates(t *testing.T) {
+	testenv.RequireRoot(t)
+	if err := CheckSupport(); err != nil {
+		testenv.SkipOrFail(t, "kernel support: %v", err)
+	}
+	s := &Session{}
+	defer s.Close()
+	if err := s.createMaps(4, 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	aggs := testAggregates()
+	pr := &Probe{Name: "p", Aggregates: aggs}
+	scratch, err := s.createAggregations([]*Probe{pr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD(), scratch: scratch.FD(), aggregations: map[*Aggregation]int{}}
+	for _, a := range s.aggregations {
+		m.aggregations[a] = a.m.FD()
+	}
+	roots := []rootKey{{symbols.RegRDI, 0}, {symbols.RegRDX, 0}, {symbols.RegRSI, 0}}
+	cases := map[string]program{
+		"filter":           {emit: true, layout: newLayout(testPlans()[:2]), where: testWhere(), wakeupBytes: 4096},
+		"aggregate only":   {aggregates: aggs},
+		"filter+aggregate": {emit: true, layout: newLayout(testPlans()[:2]), where: testWhere(), aggregates: aggs, wakeupBytes: 4096},
+		"return filter":    {emit: true, ret: true, layout: newLayout(testPlans()[:2]), savedRoots: roots, functionID: 1, where: testWhere(), aggregates: aggs, wakeupBytes: 4096},
+	}
+	for name, p := range cases {
+		t.Run(name, func(t *testing.T) {
+			prog, err := load(planned{program: p, function: &symbols.Function{Symbol: name}}, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prog.Close()
+		})
+	}
+}
