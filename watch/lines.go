@@ -1,0 +1,269 @@
+package watch
+
+import (
+	"debug/dwarf"
+	"sort"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// annotateLines fills File, Line and Frames of the sites (sorted by
+// address) from the DWARF line tables and inlined-subroutine entries. Each
+// compile unit holding a site is read once: its line table whole, its
+// DIE tree only down the entries whose ranges hold a site.
+func annotateLines(bin *symbols.Binary, sites []Site) {
+	d := bin.DWARF()
+	units := unitRanges(d)
+	byUnit := map[dwarf.Offset][]int{}
+	cus := map[dwarf.Offset]*dwarf.Entry{}
+	for i := range sites {
+		if cu := unitFor(units, sites[i].Address); cu != nil {
+			byUnit[cu.Offset] = append(byUnit[cu.Offset], i)
+			cus[cu.Offset] = cu
+		}
+	}
+	ls := loadLocSections(bin)
+	for off, idx := range byUnit {
+		cu := cus[off]
+		lt := readLines(d, cu)
+		w := &scopeWalker{bin: bin, ls: ls, cu: newCUInfo(cu), sites: sites, chains: map[int][]inlined{}, subs: map[int]string{}}
+		r := d.Reader()
+		r.Seek(cu.Offset)
+		if e, err := r.Next(); err == nil && e != nil && e.Children {
+			w.walk(r, idx, 0)
+		}
+		for _, i := range idx {
+			s := &sites[i]
+			file, line := lt.at(s.Address)
+			s.File, s.Line = file, line
+			if s.LoadAddr != 0 && s.LoadAddr <= s.Address {
+				s.Lines = lt.linesIn(s.LoadAddr, s.Address, file, line)
+			}
+			chain := w.chains[i] // outermost first
+			s.Frames = s.Frames[:0]
+			for k := len(chain) - 1; k >= 0; k-- {
+				s.Frames = append(s.Frames, Frame{Function: chain[k].name, File: file, Line: line})
+				file, line = lt.file(chain[k].callFile), chain[k].callLine
+			}
+			name := w.subs[i]
+			if name == "" {
+				name = symbols.BaseName(s.Function)
+			}
+			s.Frames = append(s.Frames, Frame{Function: name, File: file, Line: line})
+		}
+	}
+}
+
+type unitRange struct {
+	lo, hi uint64
+	cu     *dwarf.Entry
+}
+
+func unitRanges(d *dwarf.Data) []unitRange {
+	var out []unitRange
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			break
+		}
+		if e.Tag == dwarf.TagCompileUnit || e.Tag == dwarf.TagPartialUnit {
+			if rs, err := d.Ranges(e); err == nil {
+				for _, rg := range rs {
+					out = append(out, unitRange{rg[0], rg[1], e})
+				}
+			}
+		}
+		if e.Children {
+			r.SkipChildren()
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].lo < out[j].lo })
+	return out
+}
+
+func unitFor(units []unitRange, pc uint64) *dwarf.Entry {
+	i := sort.Search(len(units), func(i int) bool { return units[i].lo > pc }) - 1
+	if i >= 0 && pc < units[i].hi {
+		return units[i].cu
+	}
+	// Ranges of units do not overlap in practice; if they do, look
+	// through all of them.
+	for _, u := range units {
+		if pc >= u.lo && pc < u.hi {
+			return u.cu
+		}
+	}
+	return nil
+}
+
+type lineTable struct {
+	rows  []dwarf.LineEntry // by address
+	files []*dwarf.LineFile
+}
+
+func readLines(d *dwarf.Data, cu *dwarf.Entry) *lineTable {
+	lt := &lineTable{}
+	lr, err := d.LineReader(cu)
+	if err != nil || lr == nil {
+		return lt
+	}
+	for {
+		var e dwarf.LineEntry
+		if err := lr.Next(&e); err != nil {
+			break
+		}
+		lt.rows = append(lt.rows, e)
+	}
+	lt.files = lr.Files()
+	sort.SliceStable(lt.rows, func(i, j int) bool { return lt.rows[i].Address < lt.rows[j].Address })
+	return lt
+}
+
+// at returns the source position of pc: the last row at or before it
+// (the last of several at one address, as a debugger stepping there
+// shows).
+func (lt *lineTable) at(pc uint64) (string, int) {
+	i := sort.Search(len(lt.rows), func(i int) bool { return lt.rows[i].Address > pc }) - 1
+	for ; i >= 0; i-- {
+		r := lt.rows[i]
+		if r.EndSequence {
+			return "", 0
+		}
+		if r.File != nil && r.Line > 0 {
+			return r.File.Name, r.Line
+		}
+	}
+	return "", 0
+}
+
+// linesIn lists the lines of file in the rows for addresses lo to hi
+// (both included; hi's own row is line), sorted.
+func (lt *lineTable) linesIn(lo, hi uint64, file string, line int) []int {
+	set := map[int]bool{line: true}
+	if f, l := lt.at(lo); f == file && l > 0 {
+		set[l] = true
+	}
+	i := sort.Search(len(lt.rows), func(i int) bool { return lt.rows[i].Address >= lo })
+	for ; i < len(lt.rows) && lt.rows[i].Address <= hi; i++ {
+		r := lt.rows[i]
+		if !r.EndSequence && r.File != nil && r.File.Name == file && r.Line > 0 {
+			set[r.Line] = true
+		}
+	}
+	out := make([]int, 0, len(set))
+	for l := range set {
+		out = append(out, l)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func (lt *lineTable) file(i int) string {
+	if i >= 0 && i < len(lt.files) && lt.files[i] != nil {
+		return lt.files[i].Name
+	}
+	return ""
+}
+
+type inlined struct {
+	name     string
+	callFile int
+	callLine int
+}
+
+// scopeWalker reads a unit's DIE tree for the sites in it.
+type scopeWalker struct {
+	bin    *symbols.Binary
+	ls     *locSections
+	cu     cuInfo
+	sites  []Site
+	chains map[int][]inlined // by site index, outermost first
+	subs   map[int]string    // by site index: the containing subprogram
+}
+
+// walk reads the children of the entry just read, whose scope holds the
+// sites idx. It descends only into subprograms, inlined subroutines and
+// blocks that hold a site; it appends each inlined subroutine to the
+// chains of the sites it holds, names each site's subprogram, and judges
+// the variables in scope that live in a site's base register.
+func (w *scopeWalker) walk(r *dwarf.Reader, idx []int, depth int) {
+	d := w.bin.DWARF()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil || e.Tag == 0 {
+			return
+		}
+		var in []int
+		switch e.Tag {
+		case dwarf.TagSubprogram, dwarf.TagInlinedSubroutine, dwarf.TagLexDwarfBlock:
+			if depth < 64 && (e.AttrField(dwarf.AttrLowpc) != nil || e.AttrField(dwarf.AttrRanges) != nil) {
+				if rs, err := d.Ranges(e); err == nil {
+					for _, i := range idx {
+						pc := w.sites[i].Address
+						for _, rg := range rs {
+							if pc >= rg[0] && pc < rg[1] {
+								in = append(in, i)
+								break
+							}
+						}
+					}
+				}
+			}
+		case dwarf.TagFormalParameter, dwarf.TagVariable:
+			if depth > 0 {
+				w.variable(e, idx)
+			}
+		}
+		if len(in) > 0 {
+			name, _ := w.bin.Attr(e, dwarf.AttrName).(string)
+			switch e.Tag {
+			case dwarf.TagSubprogram:
+				for _, i := range in {
+					w.subs[i] = name
+				}
+			case dwarf.TagInlinedSubroutine:
+				if name == "" {
+					name = "?"
+				}
+				in2 := inlined{name: name}
+				if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok {
+					in2.callFile = int(v)
+				}
+				if v, ok := e.Val(dwarf.AttrCallLine).(int64); ok {
+					in2.callLine = int(v)
+				}
+				for _, i := range in {
+					w.chains[i] = append(w.chains[i], in2)
+				}
+			}
+		}
+		if e.Children {
+			if len(in) > 0 {
+				w.walk(r, in, depth+1)
+			} else {
+				r.SkipChildren()
+			}
+		}
+	}
+}
+
+// variable judges a parameter or local against the sites of its scope
+// whose base register holds it.
+func (w *scopeWalker) variable(e *dwarf.Entry, idx []int) {
+	if e.AttrField(dwarf.AttrLocation) == nil {
+		return
+	}
+	for _, i := range idx {
+		s := &w.sites[i]
+		if s.Base == NoReg {
+			continue
+		}
+		reg, add, ok := regValue(w.ls.locationAt(e, w.cu, s.Address))
+		if !ok || reg != s.Base {
+			continue
+		}
+		h, label := hintFor(w.bin, s, e, add)
+		judge(s, h, label)
+	}
+}
