@@ -185,3 +185,7 @@ func sourceLine(t testing.TB, inst nginxtest.Install, file, text string) int {
 	t.Fatalf("%s has no line %q", file, text)
 	return 0
 }
+
+func readSource(inst nginxtest.Install, file string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(inst.SourceDir, file))
+}

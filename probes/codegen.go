@@ -60,6 +60,9 @@ type program struct {
 	// where: the user's filter; nil passes every hit.
 	where      Cond
 	aggregates []AggregateUpdate
+	// prologue, when set, runs first and decides whether the hit counts
+	// further: watch and diff programs compute their values there.
+	prologue func(e *emitter) error
 }
 
 // processFilter restricts events to one process and its children, so a
@@ -75,6 +78,9 @@ type maps struct {
 	events, hits, lost, saved int // file descriptors
 	scratch                   int // aggregation keys are built here
 	aggregations              map[*Aggregation]int
+	watchParams, watchPending int
+	watchHits                 int
+	diffSeen                  int
 }
 
 type emitter struct {
@@ -164,6 +170,11 @@ func generate(p program, m maps) (asm.Instructions, error) {
 	}
 	if len(p.saveRoots) > 0 {
 		if err := e.saveRoots(p, m); err != nil {
+			return nil, err
+		}
+	}
+	if p.prologue != nil {
+		if err := p.prologue(e); err != nil {
 			return nil, err
 		}
 	}
@@ -371,29 +382,12 @@ func (e *emitter) value(p program, s valueSlot) error {
 			break
 		}
 	}
-	switch {
-	case first > 0:
-	case plan.Root.Const:
-		e.emit(asm.LoadImm(regBase, plan.Root.Add, asm.DWord))
-	case plan.Root.Return || !p.ret:
-		off, ok := ptRegsOffset[plan.Root.Reg]
-		if !ok {
-			return fmt.Errorf("%s: register %d has no pt_regs slot", plan.Expr, plan.Root.Reg)
+	if first == 0 {
+		used, err := e.root(p, plan, noEntry)
+		if err != nil {
+			return err
 		}
-		e.emit(asm.LoadMem(regBase, regCtx, off, asm.DWord))
-		if plan.Root.Add != 0 {
-			e.emit(asm.Add.Imm(regBase, int32(plan.Root.Add)))
-		}
-	default:
-		i := indexOf(p.savedRoots, rootKey{plan.Root.Reg, plan.Root.Add})
-		if i < 0 {
-			return fmt.Errorf("%s: root not saved at entry", plan.Expr)
-		}
-		usesNoEntry = true
-		e.emit(
-			asm.JEq.Imm(regSaved, 0, noEntry),
-			asm.LoadMem(regBase, regSaved, int16(8*i), asm.DWord),
-		)
+		usesNoEntry = used
 	}
 
 	// Pointer loads.

@@ -57,6 +57,7 @@ const (
 	slotString   = slotRight - maxLiteral - 8 // a string compared with a literal
 	slotAggValue = slotString - 8             // the aggregated value
 	slotAggInit  = slotAggValue - aggValueSize
+	slotPseudo   = slotAggInit - 8 // RegObject; the other pseudo registers below it
 )
 
 // maxLiteral bounds string literals in filters: they are compared from
@@ -142,7 +143,7 @@ func (e *emitter) operand(p program, o Operand, slot int16, fault string) error 
 		return nil
 	}
 	plan := o.Plan
-	if err := e.root(p, plan, fault); err != nil {
+	if _, err := e.root(p, plan, fault); err != nil {
 		return err
 	}
 	for _, off := range plan.Loads {
@@ -187,15 +188,25 @@ func (e *emitter) operand(p program, o Operand, slot int16, fault string) error 
 	return nil
 }
 
-// root sets regBase to the plan's root value.
-func (e *emitter) root(p program, plan *symbols.Plan, noEntry string) error {
+// root sets regBase to the plan's root value. It reports whether the
+// code jumps to noEntry (a return probe without its entry's arguments).
+func (e *emitter) root(p program, plan *symbols.Plan, noEntry string) (bool, error) {
 	switch {
 	case plan.Root.Const:
 		e.emit(asm.LoadImm(regBase, plan.Root.Add, asm.DWord))
+	case plan.Root.Reg >= RegObject:
+		slot, ok := pseudoSlot(plan.Root.Reg)
+		if !ok {
+			return false, fmt.Errorf("%s: unknown pseudo register %d", plan.Expr, plan.Root.Reg)
+		}
+		e.emit(asm.LoadMem(regBase, asm.RFP, slot, asm.DWord))
+		if plan.Root.Add != 0 {
+			e.emit(asm.Add.Imm(regBase, int32(plan.Root.Add)))
+		}
 	case plan.Root.Return || !p.ret:
 		off, ok := ptRegsOffset[plan.Root.Reg]
 		if !ok {
-			return fmt.Errorf("%s: register %d has no pt_regs slot", plan.Expr, plan.Root.Reg)
+			return false, fmt.Errorf("%s: register %d has no pt_regs slot", plan.Expr, plan.Root.Reg)
 		}
 		e.emit(asm.LoadMem(regBase, regCtx, off, asm.DWord))
 		if plan.Root.Add != 0 {
@@ -204,14 +215,32 @@ func (e *emitter) root(p program, plan *symbols.Plan, noEntry string) error {
 	default:
 		i := indexOf(p.savedRoots, rootKey{plan.Root.Reg, plan.Root.Add})
 		if i < 0 {
-			return fmt.Errorf("%s: root not saved at entry", plan.Expr)
+			return false, fmt.Errorf("%s: root not saved at entry", plan.Expr)
 		}
 		e.emit(
 			asm.JEq.Imm(regSaved, 0, noEntry),
 			asm.LoadMem(regBase, regSaved, int16(8*i), asm.DWord),
 		)
+		return true, nil
 	}
-	return nil
+	return false, nil
+}
+
+// Pseudo registers are roots a watch or diff program computes before its
+// values: plans read them from stack slots as if from registers.
+const (
+	RegObject    = 100 + iota // the object whose field is watched (its connection)
+	RegSite                   // the index of the write site or probe point
+	RegOld                    // the field's value before
+	RegNew                    // and after
+	RegPrevPoint              // the probe point that saw the old value (diff mode)
+)
+
+func pseudoSlot(reg int) (int16, bool) {
+	if reg < RegObject || reg > RegPrevPoint {
+		return 0, false
+	}
+	return slotPseudo - int16(8*(reg-RegObject)), true
 }
 
 // readTo reads size bytes at regBase+off into ptr+dst, or jumps to fault.
@@ -238,7 +267,7 @@ func (e *emitter) stringEquals(p program, c StringEquals, yes, no string) error 
 		return fmt.Errorf("string literal of %d bytes: at most %d can be compared", len(lit), maxLiteral-1)
 	}
 	plan := c.Plan
-	if err := e.root(p, plan, no); err != nil {
+	if _, err := e.root(p, plan, no); err != nil {
 		return err
 	}
 	for _, off := range plan.Loads {

@@ -35,6 +35,12 @@ type Probe struct {
 	Aggregates []AggregateUpdate
 	// NoEvent: the probe only aggregates; it writes no event.
 	NoEvent bool
+	// Watch, when set, makes this probe a field watch: it attaches to the
+	// watch's write sites, not to Function; its values may use the pseudo
+	// registers (RegObject, RegSite, RegOld, RegNew).
+	Watch *Watch
+	// Diff, when set, reports changes of a field between probe points.
+	Diff *Diff
 }
 
 // Options configure Attach.
@@ -66,6 +72,7 @@ type Session struct {
 	record  ringbuf.Record // reused by Read
 
 	aggregations []*Aggregation
+	watchHits    *ebpf.Map
 
 	// AttachTime is how long loading and attaching took.
 	AttachTime time.Duration
@@ -147,7 +154,30 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", path, err)
 	}
+	for _, pr := range probes {
+		if pr.Watch != nil {
+			if err := s.createWatchMaps(pr.Watch, &m); err != nil {
+				return nil, err
+			}
+		}
+		if pr.Diff != nil && m.diffSeen == 0 {
+			if err := s.createDiffMap(&m); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for _, p := range programs {
+		if int(p.probeID) < len(probes) && probes[p.probeID].Watch != nil {
+			pr := probes[p.probeID]
+			if err := s.attachWatch(ex, int(p.probeID), pr, p.program, m); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if int(p.probeID) < len(probes) && probes[p.probeID].Diff != nil {
+			d := probes[p.probeID].Diff
+			p.prologue = func(e *emitter) error { return e.diffPrologue(d, p.program, m) }
+		}
 		prog, err := load(p, m)
 		if err != nil {
 			return nil, err
@@ -230,7 +260,7 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 			continue
 		}
 		for _, v := range p.plans() {
-			if v.Root.Const || v.Root.Return {
+			if v.Root.Const || v.Root.Return || v.Root.Reg >= RegObject {
 				continue
 			}
 			r := rootKey{v.Root.Reg, v.Root.Add}
@@ -302,6 +332,9 @@ func (p *Probe) plans() []*symbols.Plan {
 		}
 	}
 	walk(p.Filter)
+	if p.Diff != nil {
+		out = append(out, p.Diff.Key, p.Diff.Value)
+	}
 	for _, u := range p.Aggregates {
 		out = append(out, u.Keys...)
 		if u.Value != nil && u.Value.Plan != nil {

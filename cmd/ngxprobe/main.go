@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -32,12 +33,14 @@ import (
 	"github.com/ngxprobe/ngxprobe/script"
 	"github.com/ngxprobe/ngxprobe/stacks"
 	"github.com/ngxprobe/ngxprobe/symbols"
+	"github.com/ngxprobe/ngxprobe/watch"
 )
 
 const usage = `usage:
   ngxprobe run    [-p PID | --binary PATH] [--probe SPEC]... [-o text|json] [--duration D]
   ngxprobe run    [-p PID | --binary PATH] [-o text|json] [--duration D] SCRIPT | -e 'TEXT'
   ngxprobe check  [-p PID | --binary PATH] SCRIPT | -e 'TEXT'
+  ngxprobe watch  [-p PID | --binary PATH] [--mode exact|diff|both] [--explain] [-o text|json] [--duration D] EXPR
   ngxprobe funcs  [-p PID | --binary PATH] [PATTERN]
   ngxprobe fields [-p PID | --binary PATH] TYPE
 
@@ -45,6 +48,8 @@ const usage = `usage:
 or one worker. --binary traces every process running that executable.
 SPEC is FUNCTION[%return][:EXPR,EXPR...], e.g. 'ngx_unix_recv%return:$retval,c->read->eof'.
 A SCRIPT is a probe set: 'ngx_http_finalize_request /rc == 499/ { print(r->connection->number); stack }'.
+watch reports where a field of a connection flips, e.g. 'c->read->eof', with
+the writing line and a stack; --explain lists the write sites without attaching.
 check parses and resolves a script against the binary's DWARF without root.
 Without --probe or a script, run uses the default set: ngx_http_finalize_request,
 ngx_unix_recv (at return) and ngx_http_ssl_handshake.
@@ -80,6 +85,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdRun(args, stdout, stderr)
 	case "check":
 		return cmdCheck(args, stdout)
+	case "watch":
+		return cmdWatch(args, stdout, stderr)
 	case "funcs":
 		return cmdFuncs(args, stdout)
 	case "fields":
@@ -330,11 +337,33 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	defer buffered.Flush()
 	printer := &output.Printer{W: buffered, JSON: *format == "json", Clock: output.NewClock(time.Duration(ts.Nano()))}
 
+	delivered, err := consume(sess, *duration, unwinder, buffered, stderr, func(ev probes.Event, st *stacks.Stack) error {
+		return printer.Print(ev, specOf[ev.Probe], st)
+	})
+	if err != nil {
+		return err
+	}
+	counts := sess.Counts()
+	if program != nil && len(program.Aggregations) > 0 {
+		if err := output.PrintAggregates(stdout, *format == "json", program.Aggregations, sess.Aggregates()); err != nil {
+			return err
+		}
+	}
+	if err := sess.Close(); err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: close: %v\n", err)
+	}
+	printExitSummary(stderr, *format == "json", counts, delivered)
+	return nil
+}
+
+// consume reads and prints events until Ctrl-C, SIGTERM or the duration,
+// then detaches and drains. It returns the events delivered per probe.
+func consume(sess *probes.Session, duration time.Duration, unwinder *stacks.Unwinder, buffered *bufio.Writer, stderr io.Writer, print func(probes.Event, *stacks.Stack) error) (map[*probes.Probe]uint64, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *duration > 0 {
+	if duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *duration)
+		ctx, cancel = context.WithTimeout(ctx, duration)
 		defer cancel()
 	}
 	delivered := map[*probes.Probe]uint64{}
@@ -354,7 +383,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 			unwound := unwinder.Unwind(*ev.Stack)
 			st = &unwound
 		}
-		printErr = printer.Print(ev, specOf[ev.Probe], st)
+		printErr = print(ev, st)
 		if printErr == nil && len(events) == 0 {
 			printErr = buffered.Flush() // caught up: show what we have
 		}
@@ -363,25 +392,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if err := <-readDone; err != nil {
-		return err
+		return nil, err
 	}
 	if printErr != nil {
-		return printErr
+		return nil, printErr
 	}
-	if err := buffered.Flush(); err != nil {
-		return err
-	}
-	counts := sess.Counts()
-	if program != nil && len(program.Aggregations) > 0 {
-		if err := output.PrintAggregates(stdout, *format == "json", program.Aggregations, sess.Aggregates()); err != nil {
-			return err
-		}
-	}
-	if err := sess.Close(); err != nil {
-		fmt.Fprintf(stderr, "ngxprobe: close: %v\n", err)
-	}
-	printExitSummary(stderr, *format == "json", counts, delivered)
-	return nil
+	return delivered, buffered.Flush()
 }
 
 // queueLen bounds events read from the ring but not yet printed. The
@@ -571,6 +587,152 @@ func cmdCheck(args []string, stdout io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "    %-9s %-48s addr %#x  file offset %#x\n", in.Kind, where, in.Address, in.FileOffset)
 		}
+	}
+	return nil
+}
+
+var watchModes = map[string]watch.Mode{"exact": watch.Exact, "diff": watch.Diff, "both": watch.Both}
+
+// cmdWatch reports flips of a connection's field: exact mode probes the
+// instructions that write it, diff mode compares it between functions.
+func cmdWatch(args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	c.register(fs)
+	mode := fs.String("mode", "exact", "exact, diff or both")
+	explain := fs.Bool("explain", false, "list the write sites and probe points, attach nothing")
+	noStack := fs.Bool("no-stack", false, "do not capture a stack per flip")
+	allSites := fs.Bool("all-sites", false, "also probe wide stores not known to write the watched type")
+	format := fs.String("o", "text", "output format: text or json")
+	duration := fs.Duration("duration", 0, "detach after this long (default: until Ctrl-C)")
+	ringBytes := fs.Int("ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
+	stackBytes := fs.Int("stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per flip (a multiple of 512)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: watch needs one EXPR, e.g. 'c->read->eof'", errUsage)
+	}
+	m, ok := watchModes[*mode]
+	if !ok {
+		return fmt.Errorf("%w: --mode %q: want exact, diff or both", errUsage, *mode)
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("%w: -o %q: want text or json", errUsage, *format)
+	}
+	if _, err := watch.ParseExpr(pos[0]); err != nil {
+		return err
+	}
+	if !*explain {
+		if err := probes.CheckSupport(); err != nil {
+			return err
+		}
+	}
+	t, err := c.target()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	bin, err := symbols.Open(t.Path, nil)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	plan, err := watch.Prepare(bin, pos[0], m, nil, !*noStack, *allSites)
+	if err != nil {
+		return err
+	}
+	if *explain {
+		return explainWatch(stdout, plan, time.Since(start))
+	}
+	sess, err := probes.Attach(t.Path, plan.Probes, probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: *ringBytes, StackBytes: *stackBytes})
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	probed := 0
+	for _, ok := range plan.Probed {
+		if ok {
+			probed++
+		}
+	}
+	fmt.Fprintf(stderr, "ngxprobe: attached watch %s (%s.%s, byte %d bit %d) to %s in %d ms: %d write sites probed of %d found, %d diff points\n",
+		plan.Expr.Text, plan.Field.Type, plan.Field.Member, plan.Field.Offset, plan.Field.BitOffset, t.Display, time.Since(start).Milliseconds(), probed, len(plan.Sites), len(plan.Points))
+	for _, n := range plan.Notes {
+		fmt.Fprintf(stderr, "  note: %s\n", n)
+	}
+	unwinder := stacks.NewUnwinder("")
+	defer unwinder.Close()
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	buffered := bufio.NewWriterSize(stdout, 64<<10)
+	defer buffered.Flush()
+	printer := &output.Printer{W: buffered, JSON: *format == "json", Clock: output.NewClock(time.Duration(ts.Nano()))}
+	delivered, err := consume(sess, *duration, unwinder, buffered, stderr, func(ev probes.Event, st *stacks.Stack) error {
+		return printer.PrintFlip(ev, plan.Decode(ev), st)
+	})
+	if err != nil {
+		return err
+	}
+	counts := sess.Counts()
+	printHotSites(stderr, plan, sess.WatchHits())
+	if err := sess.Close(); err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: close: %v\n", err)
+	}
+	printExitSummary(stderr, *format == "json", counts, delivered)
+	return nil
+}
+
+// printHotSites names the write sites that trapped most: each hit costs
+// a trap whether or not the field flips, so these are the watch's cost.
+func printHotSites(w io.Writer, plan *watch.Plan, hits []uint64) {
+	type hot struct {
+		site watch.Site
+		n    uint64
+	}
+	var hs []hot
+	var total uint64
+	for cookie, n := range hits {
+		if i := plan.SiteOf(cookie); i >= 0 && n > 0 {
+			hs = append(hs, hot{plan.Sites[i], n})
+			total += n
+		}
+	}
+	if len(hs) == 0 {
+		return
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].n > hs[j].n })
+	fmt.Fprintf(w, "ngxprobe: %d write-site hits; the busiest sites:\n", total)
+	for _, h := range hs[:min(len(hs), 8)] {
+		fmt.Fprintf(w, "  %8d  %s\n", h.n, h.site)
+	}
+}
+
+func explainWatch(w io.Writer, plan *watch.Plan, took time.Duration) error {
+	probed := 0
+	for _, ok := range plan.Probed {
+		if ok {
+			probed++
+		}
+	}
+	fmt.Fprintf(w, "watch %s: %s.%s at byte %d, bit %d, %d bits; %d write sites, %d probed (resolved in %d ms)\n",
+		plan.Expr.Text, plan.Field.Type, plan.Field.Member, plan.Field.Offset, plan.Field.BitOffset, plan.Field.BitSize, len(plan.Sites), probed, took.Milliseconds())
+	for i, s := range plan.Sites {
+		how := "probed: new value computed from the instruction"
+		switch {
+		case !plan.Probed[i]:
+			how = "NOT probed: " + plan.Skipped[i]
+		case !s.Effect.Valid:
+			how = fmt.Sprintf("probed before and after (effect not modelled: %s)", s.Reason)
+		}
+		fmt.Fprintf(w, "  %s\n      %s\n", s, how)
+	}
+	if len(plan.Points) > 0 {
+		fmt.Fprintf(w, "diff points: %s\n", strings.Join(plan.Points, ", "))
+	}
+	for _, n := range plan.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
 	}
 	return nil
 }

@@ -1,0 +1,96 @@
+package probes
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// Diff makes a probe report a field's changes between probe points: each
+// point reads the field of the object Key names and compares it with the
+// last value any point saw for that object, kept in a map. A change seen
+// at a function's return, when its entry saw the old value, happened
+// inside the function.
+type Diff struct {
+	Key   *symbols.Plan // the object's identity, a pointer value (c)
+	Value *symbols.Plan // the field (c->read->eof)
+	Point uint32        // this point's id: RegSite here, RegPrevPoint at the next
+	// Evict: the object dies here (ngx_close_connection); compare, then
+	// forget it, so that a reused address is not taken for a flip.
+	Evict bool
+}
+
+// maxDiffObjects bounds the objects followed at once.
+const maxDiffObjects = 65536
+
+func (s *Session) createDiffMap(m *maps) error {
+	seen, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ngxp_dseen", Type: ebpf.LRUHash, KeySize: 8, ValueSize: 16, MaxEntries: maxDiffObjects})
+	if err != nil {
+		return fmt.Errorf("create diff map: %w", err)
+	}
+	s.maps = append(s.maps, seen)
+	m.diffSeen = seen.FD()
+	return nil
+}
+
+// diffPrologue reads the key and the field, updates the last-seen map,
+// and goes on to the event only when the field changed.
+func (e *emitter) diffPrologue(d *Diff, p program, m maps) error {
+	keySlot, valueSlot := pseudo(RegObject), pseudo(RegNew)
+	if err := e.operand(p, Operand{Plan: d.Key}, keySlot, "exit"); err != nil {
+		return err
+	}
+	if err := e.operand(p, Operand{Plan: d.Value}, valueSlot, "exit"); err != nil {
+		return err
+	}
+	e.emit(
+		asm.Mov.Imm(asm.R1, int32(d.Point)),
+		asm.StoreMem(asm.RFP, pseudo(RegSite), asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, slotAggValue, asm.R1, asm.DWord), // changed?
+		asm.LoadMapPtr(asm.R1, m.diffSeen),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(keySlot)),
+		asm.FnMapLookupElem.Call(),
+	)
+	update := e.label("diff_update")
+	e.emit(
+		asm.JEq.Imm(asm.R0, 0, update),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.LoadMem(asm.R2, asm.R0, 8, asm.DWord),
+		asm.StoreMem(asm.RFP, pseudo(RegOld), asm.R1, asm.DWord),
+		asm.StoreMem(asm.RFP, pseudo(RegPrevPoint), asm.R2, asm.DWord),
+		asm.LoadMem(asm.R2, asm.RFP, valueSlot, asm.DWord),
+		asm.JEq.Reg(asm.R1, asm.R2, update),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreMem(asm.RFP, slotAggValue, asm.R1, asm.DWord),
+	)
+	e.mark(update)
+	e.emit(
+		asm.LoadMapPtr(asm.R1, m.diffSeen),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(keySlot)),
+	)
+	if d.Evict {
+		e.emit(asm.FnMapDeleteElem.Call())
+	} else {
+		e.emit(
+			asm.LoadMem(asm.R3, asm.RFP, valueSlot, asm.DWord),
+			asm.StoreMem(asm.RFP, slotAggInit, asm.R3, asm.DWord),
+			asm.Mov.Imm(asm.R3, int32(d.Point)),
+			asm.StoreMem(asm.RFP, slotAggInit+8, asm.R3, asm.DWord),
+			asm.Mov.Reg(asm.R3, asm.RFP),
+			asm.Add.Imm(asm.R3, slotAggInit),
+			asm.Mov.Imm(asm.R4, 0),
+			asm.FnMapUpdateElem.Call(),
+		)
+	}
+	e.emit(
+		asm.LoadMem(asm.R1, asm.RFP, slotAggValue, asm.DWord),
+		asm.JEq.Imm(asm.R1, 0, "exit"),
+	)
+	return nil
+}
