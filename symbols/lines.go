@@ -106,7 +106,7 @@ func (b *Binary) LineSites(file string, line int) ([]LineSite, error) {
 				break
 			}
 			here := e.File != nil && sameFile(e.File.Name, file)
-			if here && e.Line > 0 && abs(e.Line-line) <= 10 && !e.EndSequence {
+			if here && e.Line > 0 && !e.EndSequence {
 				nearby[e.Line] = true
 			}
 			isLine := here && e.Line == line && e.IsStmt && !e.EndSequence
@@ -145,7 +145,9 @@ func (b *Binary) LineSites(file string, line int) ([]LineSite, error) {
 				ns = append(ns, n)
 			}
 		}
-		sort.Slice(ns, func(i, j int) bool { return abs(ns[i]-line) < abs(ns[j]-line) || abs(ns[i]-line) == abs(ns[j]-line) && ns[i] < ns[j] })
+		sort.Slice(ns, func(i, j int) bool {
+			return abs(ns[i]-line) < abs(ns[j]-line) || abs(ns[i]-line) == abs(ns[j]-line) && ns[i] < ns[j]
+		})
 		if len(ns) > 4 {
 			ns = ns[:4]
 		}
