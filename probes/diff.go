@@ -49,48 +49,59 @@ func (e *emitter) diffPrologue(d *Diff, p program, m maps) error {
 	e.emit(
 		asm.Mov.Imm(asm.R1, int32(d.Point)),
 		asm.StoreMem(asm.RFP, pseudo(RegSite), asm.R1, asm.DWord),
-		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, slotAggValue, asm.R1, asm.DWord), // changed?
 		asm.LoadMapPtr(asm.R1, m.diffSeen),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, int32(keySlot)),
 		asm.FnMapLookupElem.Call(),
 	)
-	update := e.label("diff_update")
+	insert := e.label("diff_insert")
 	e.emit(
-		asm.JEq.Imm(asm.R0, 0, update),
+		asm.JEq.Imm(asm.R0, 0, insert),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.LoadMem(asm.R2, asm.R0, 8, asm.DWord),
 		asm.StoreMem(asm.RFP, pseudo(RegOld), asm.R1, asm.DWord),
 		asm.StoreMem(asm.RFP, pseudo(RegPrevPoint), asm.R2, asm.DWord),
 		asm.LoadMem(asm.R2, asm.RFP, valueSlot, asm.DWord),
-		asm.JEq.Reg(asm.R1, asm.R2, update),
-		asm.Mov.Imm(asm.R1, 1),
+		// Update in place: a map update per hit costs more than the probe.
+		asm.StoreMem(asm.R0, 0, asm.R2, asm.DWord),
+		asm.Mov.Imm(asm.R3, int32(d.Point)),
+		asm.StoreMem(asm.R0, 8, asm.R3, asm.DWord),
 		asm.StoreMem(asm.RFP, slotAggValue, asm.R1, asm.DWord),
 	)
-	e.mark(update)
-	e.emit(
-		asm.LoadMapPtr(asm.R1, m.diffSeen),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, int32(keySlot)),
-	)
 	if d.Evict {
-		e.emit(asm.FnMapDeleteElem.Call())
+		e.emit(
+			asm.LoadMapPtr(asm.R1, m.diffSeen),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(keySlot)),
+			asm.FnMapDeleteElem.Call(),
+		)
+	}
+	e.emit(
+		asm.LoadMem(asm.R1, asm.RFP, slotAggValue, asm.DWord),
+		asm.LoadMem(asm.R2, asm.RFP, valueSlot, asm.DWord),
+		asm.JEq.Reg(asm.R1, asm.R2, "exit"),
+		asm.Ja.Label("diff_changed"),
+	)
+	e.mark(insert)
+	if d.Evict {
+		e.emit(asm.Ja.Label("exit")) // first and last sight: nothing to compare
 	} else {
 		e.emit(
 			asm.LoadMem(asm.R3, asm.RFP, valueSlot, asm.DWord),
 			asm.StoreMem(asm.RFP, slotAggInit, asm.R3, asm.DWord),
 			asm.Mov.Imm(asm.R3, int32(d.Point)),
 			asm.StoreMem(asm.RFP, slotAggInit+8, asm.R3, asm.DWord),
+			asm.LoadMapPtr(asm.R1, m.diffSeen),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(keySlot)),
 			asm.Mov.Reg(asm.R3, asm.RFP),
 			asm.Add.Imm(asm.R3, slotAggInit),
 			asm.Mov.Imm(asm.R4, 0),
 			asm.FnMapUpdateElem.Call(),
+			asm.Ja.Label("exit"),
 		)
 	}
-	e.emit(
-		asm.LoadMem(asm.R1, asm.RFP, slotAggValue, asm.DWord),
-		asm.JEq.Imm(asm.R1, 0, "exit"),
-	)
+	e.mark("diff_changed")
+	e.emit(asm.Mov.Imm(asm.R0, 0))
 	return nil
 }

@@ -603,6 +603,8 @@ func cmdWatch(args []string, stdout, stderr io.Writer) error {
 	explain := fs.Bool("explain", false, "list the write sites and probe points, attach nothing")
 	noStack := fs.Bool("no-stack", false, "do not capture a stack per flip")
 	allSites := fs.Bool("all-sites", false, "also probe wide stores not known to write the watched type")
+	var at probeFlags
+	fs.Var(&at, "at", "diff mode: compare at entry and return of `FUNC[:CONN]` instead of the default points (repeatable); CONN names the connection, c by default")
 	format := fs.String("o", "text", "output format: text or json")
 	duration := fs.Duration("duration", 0, "detach after this long (default: until Ctrl-C)")
 	ringBytes := fs.Int("ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
@@ -639,7 +641,15 @@ func cmdWatch(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer bin.Close()
-	plan, err := watch.Prepare(bin, pos[0], m, nil, !*noStack, *allSites)
+	var points []watch.DiffPoint
+	for _, a := range at {
+		fn, key, _ := strings.Cut(a, ":")
+		if key == "" {
+			key = "c"
+		}
+		points = append(points, watch.DiffPoint{Function: fn, Key: key, Return: true})
+	}
+	plan, err := watch.Prepare(bin, pos[0], m, points, !*noStack, *allSites)
 	if err != nil {
 		return err
 	}
