@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/ngxprobe/ngxprobe/internal/incidents"
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
 	"github.com/ngxprobe/ngxprobe/stacks"
 	"github.com/ngxprobe/ngxprobe/watch"
 )
@@ -329,4 +332,61 @@ func nextSourceLine(t testing.TB, inst nginxtest.Install, file, text string, aft
 	}
 	t.Fatalf("%s has no %q after line %d", file, text, after)
 	return 0
+}
+
+// Bad watch expressions and fields without write sites get clear errors,
+// naming the fix, before anything is attached.
+func TestWatchBadInput(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	fixture := buildC(t, "testdata/watchfix.c")
+	inst := nginxtest.Build(t, nginxtest.VariantO2)
+	cases := []struct {
+		binary, expr string
+		want         []string
+	}{
+		{inst.Binary, "c->read", []string{"not a watchable field", "is a pointer (ngx_event_t *)", "c->read->eof"}},
+		{inst.Binary, "c->addr_text", []string{"field wider than 8 bytes"}},
+		{inst.Binary, "c->read->eoff", []string{`field not found: "eoff"`, "did you mean eof"}},
+		{inst.Binary, "r->connection->read->eof", []string{"unsupported watch expression", "start at the connection c", "c->read->eof"}},
+		{inst.Binary, "c->read->eof + 1", []string{"unsupported watch expression", "chain of member names"}},
+		{fixture, "c->never_written", []string{"no write sites found for c->never_written", "--mode diff"}},
+	}
+	for _, tc := range cases {
+		p := runProbe(t, ngx("watch", "--binary", tc.binary, tc.expr)...)
+		if code := p.exitCode(); code == 0 {
+			t.Errorf("watch %q: exit 0, want an error: %s", tc.expr, p)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(p.stderr.String(), w) {
+				t.Errorf("watch %q: stderr lacks %q: %s", tc.expr, w, p)
+			}
+		}
+		checkNoPanic(t, p)
+	}
+	// --explain lists every site with what is done with it, unmodelled
+	// (read before and after) and left-out ones included, with reasons.
+	p := runProbe(t, ngx("watch", "--binary", inst.Binary, "--explain", "--mode", "both", "c->read->eof")...)
+	out := p.stdout.String()
+	for _, w := range []string{"ngx_unix_recv", "src/os/unix/ngx_recv.c", "probed: new value computed", "probed before and after (effect not modelled", "NOT probed: a 16-byte", "diff points:"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("watch --explain lacks %q:\n%s", w, tailLines(out, 40))
+		}
+	}
+	// A real watch run leaves nothing attached once it exits.
+	run := runProbe(t, ngx("watch", "--binary", inst.Binary, "--mode", "both", "--duration", "1s", "c->read->eof")...)
+	if run.exitCode() != 0 {
+		t.Fatalf("watch --duration 1s: %s", run)
+	}
+	checkNoLeftovers(t, []int{run.pid()}, []string{inst.Binary})
+}
+
+// buildC compiles a C fixture with debug info at -O2.
+func buildC(t testing.TB, src string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(src), ".c"))
+	if b, err := exec.Command("gcc", "-g", "-O2", "-o", out, src).CombinedOutput(); err != nil {
+		testenv.SkipOrFail(t, "gcc %s: %v\n%s", src, err, b)
+	}
+	return out
 }

@@ -176,6 +176,9 @@ func Prepare(bin *symbols.Binary, text string, mode Mode, points []DiffPoint, st
 			return nil, err
 		}
 	}
+	if pointee, err := memberTypeName(bin, typeName, member); err == nil {
+		return nil, fmt.Errorf("%w: %s is a pointer (%s *), not a flag or a number; watch one of its fields, e.g. %s->eof", ErrNotField, x.Text, pointee, x.Text)
+	}
 	field, err := ResolveField(bin, typeName, member)
 	if err != nil {
 		return nil, err
@@ -190,10 +193,10 @@ func Prepare(bin *symbols.Binary, text string, mode Mode, points []DiffPoint, st
 	for _, v := range identity {
 		plan, err := bin.CompileText(v.expr, objectScope{connPtr})
 		if err != nil {
-			if v.name == "client" {
-				continue // no http module: no client address for upstreams
-			}
-			return nil, fmt.Errorf("watch identity %s: %w", v.expr, err)
+			// A build without the http module has no client address for
+			// upstreams; a reduced connection type lacks others.
+			p.Notes = append(p.Notes, fmt.Sprintf("flips will not show %s: %v", v.name, firstLine(err)))
+			continue
 		}
 		plan.Expr = v.name
 		ids = append(ids, plan)
@@ -448,7 +451,7 @@ func (p *Plan) Decode(ev probes.Event) Flip {
 	}
 	site, prev := num(0), num(3)
 	f.Old, f.New = num(1), num(2)
-	for _, v := range ev.Values[4:] {
+	for _, v := range ev.Values[min(4, len(ev.Values)):] {
 		if !v.Readable {
 			continue
 		}
@@ -473,7 +476,7 @@ func (p *Plan) Decode(ev probes.Event) Flip {
 		}
 	}
 	if f.Role == "client" {
-		for _, v := range ev.Values[4:] {
+		for _, v := range ev.Values[min(4, len(ev.Values)):] {
 			if v.Expr == "addr" && v.Readable {
 				f.Client, _ = v.JSON.(string)
 			}
@@ -537,6 +540,11 @@ func asInt(v any) int64 {
 		return int64(n)
 	}
 	return 0
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
 }
 
 // compDir is the build directory of the binary's first compile unit:
