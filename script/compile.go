@@ -67,12 +67,21 @@ type compiler struct {
 // It needs no privileges and attaches nothing; every error is reported.
 func Compile(bin *symbols.Binary, s *Script) (*Program, error) {
 	c := &compiler{bin: bin, fset: s.Files, defines: map[string]Expr{}, aggs: map[string]*Aggregation{}, prog: &Program{}}
+	tooLarge := false
 	for _, d := range s.Defines {
 		if _, dup := c.defines[d.Name]; dup {
 			c.errorf(d.At, ErrResolve, "", "%s is defined twice", d.Name)
 			continue
 		}
-		c.defines[d.Name] = c.expand(d.X, nil)
+		x := c.expand(d.X, nil)
+		if c.tooLarge(d.At, d.Name, x) {
+			tooLarge = true
+			break // the names after it would only repeat the error
+		}
+		c.defines[d.Name] = x
+	}
+	if tooLarge {
+		return nil, c.errs
 	}
 	if len(s.Probes) == 0 && len(c.errs) == 0 {
 		return nil, &Error{Msg: "the script has no probes", Hint: "a probe is FUNCTION { print(ARG) }", Err: ErrResolve}
@@ -155,6 +164,46 @@ func (c *compiler) expand(x Expr, locals map[string]Expr) Expr {
 	return x
 }
 
+// maxExpanded bounds a name's expression after substitution. Names
+// built from names can double in size with each one (a1 = a0 && a0,
+// a2 = a1 && a1, ...); unbounded, compiling them never ends.
+const maxExpanded = 1000
+
+// tooLarge reports, as an error at pos, an expansion over maxExpanded.
+func (c *compiler) tooLarge(pos int, name string, x Expr) bool {
+	if n := nodes(x, maxExpanded+1); n <= maxExpanded {
+		return false
+	}
+	c.errorf(pos, ErrResolve, "write the condition out, or split it over several names used once each", "%s expands to more than %d nodes after substituting the names it uses", name, maxExpanded)
+	return true
+}
+
+// nodes counts x's nodes, stopping at limit: shared sub-trees count
+// each time they occur, as compiling them would.
+func nodes(x Expr, limit int) int {
+	n := 1
+	var kids []Expr
+	switch e := x.(type) {
+	case *symbols.MemberExpr:
+		kids = []Expr{e.X}
+	case *symbols.Index:
+		kids = []Expr{e.X}
+	case *symbols.Cast:
+		kids = []Expr{e.X}
+	case *Binary:
+		kids = []Expr{e.L, e.R}
+	case *Not:
+		kids = []Expr{e.X}
+	}
+	for _, k := range kids {
+		if n >= limit {
+			break
+		}
+		n += nodes(k, limit-n)
+	}
+	return n
+}
+
 // site is one place a probe point attaches.
 type site struct {
 	fn  *symbols.Function
@@ -169,6 +218,9 @@ func (c *compiler) probe(p *Probe) {
 	for _, st := range p.Body {
 		if l, ok := st.(*Let); ok {
 			locals[l.Name] = c.expand(l.X, locals)
+			if c.tooLarge(l.At, l.Name, locals[l.Name]) {
+				return
+			}
 		}
 	}
 	stack, emits := false, len(p.Body) == 0
@@ -199,7 +251,7 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 	if pt.Kind == AtLine {
 		ls, err := c.bin.LineSites(pt.File, pt.Line)
 		if err != nil {
-			c.errorf(pt.At, ErrResolve, lineHint(err), "%v", err)
+			c.errorf(pt.At, errors.Join(ErrResolve, err), lineHint(err), "%v", err)
 			return nil
 		}
 		var out []site
@@ -211,7 +263,7 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 	fns, err := c.bin.Lookup(pt.Function)
 	if err != nil {
 		if inl := c.bin.InlineSites(symbols.BaseName(pt.Function)); len(inl) > 0 {
-			c.errorf(pt.At, ErrResolve, inlineHint(inl), "%v: %s has no out-of-line copy to probe; GCC inlined it at %d call sites", symbols.ErrInlined, pt.Function, len(inl))
+			c.errorf(pt.At, errors.Join(ErrResolve, symbols.ErrInlined), inlineHint(inl), "%v: %s has no out-of-line copy to probe; GCC inlined it at %d call sites", symbols.ErrInlined, pt.Function, len(inl))
 			return nil
 		}
 		c.fail(pt.At, err)
@@ -225,11 +277,33 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 		}
 	case AtOffset:
 		if len(fns) > 1 {
+			// The exact symbol names one instance: ngx_foo beside
+			// ngx_foo.part.0, as the hint below suggests.
+			var exact []*symbols.Function
+			for _, fn := range fns {
+				if fn.Symbol == pt.Function {
+					exact = append(exact, fn)
+				}
+			}
+			if len(exact) == 1 {
+				fns = exact
+			}
+		}
+		if len(fns) > 1 {
 			var names []string
+			seen, shared := map[string]bool{}, false
 			for _, fn := range fns {
 				names = append(names, fmt.Sprintf("%s+%#x", fn.Symbol, pt.Offset))
+				shared = shared || seen[fn.Symbol]
+				seen[fn.Symbol] = true
 			}
-			c.errorf(pt.At, ErrResolve, "name one instance: "+strings.Join(names, ", "), "%s has %d instances with different code, so an offset is ambiguous", pt.Function, len(fns))
+			hint := "name one instance: " + strings.Join(names, ", ")
+			if shared {
+				// Static functions of the same name in different files:
+				// no symbol tells them apart.
+				hint = "the instances share the symbol " + fns[0].Symbol + " (static functions of different files): probe a FILE:LINE in the one you want"
+			}
+			c.errorf(pt.At, ErrResolve, hint, "%s has %d instances with different code, so an offset is ambiguous", pt.Function, len(fns))
 			return nil
 		}
 		fn := fns[0]
@@ -252,7 +326,9 @@ func (c *compiler) checkBoundary(fn *symbols.Function, off uint64) error {
 	if text == nil {
 		return errors.New("no .text section")
 	}
-	if fn.Address < text.Addr || fn.Address+off >= text.Addr+text.Size {
+	// Without wrapping around: a function whose symbol has no size
+	// (frame_dummy) gets no bound from the check above.
+	if fn.Address < text.Addr || fn.Address >= text.Addr+text.Size || off >= text.Addr+text.Size-fn.Address {
 		return fmt.Errorf("%s+%#x is outside .text", fn.Symbol, off)
 	}
 	code := make([]byte, off+16)
@@ -291,12 +367,25 @@ func lastLen(code []byte, off uint64) int {
 func lineHint(err error) string {
 	var le *symbols.LineError
 	if errors.As(err, &le) && len(le.Nearest) > 0 {
-		return fmt.Sprintf("probe a line with code, e.g. %s:%d", le.File, le.Nearest[0])
+		best := le.Nearest[0]
+		for _, n := range le.Nearest {
+			if abs(n-le.Line) < abs(best-le.Line) {
+				best = n
+			}
+		}
+		return fmt.Sprintf("probe a line with code, e.g. %s:%d", le.File, best)
 	}
 	if errors.Is(err, symbols.ErrFileNotFound) {
 		return "use a path as the build saw it, e.g. src/os/unix/ngx_recv.c, or its file name"
 	}
 	return ""
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 func inlineHint(sites []symbols.InlineSite) string {
@@ -313,6 +402,7 @@ func inlineHint(sites []symbols.InlineSite) string {
 
 // scope resolves arguments, $retval and builtins for one instance.
 type scope struct {
+	bin    *symbols.Binary
 	inner  *symbols.FunctionScope
 	probe  int64 // the probe's index, the builtin probe's value
 	extra  []string
@@ -324,6 +414,13 @@ var intType = &dwarf.IntType{BasicType: dwarf.BasicType{CommonType: dwarf.Common
 func (s *scope) Lookup(name string) (dwarf.Type, symbols.Root, error) {
 	if name == "probe" {
 		return intType, symbols.Root{Const: true, Add: s.probe}, nil
+	}
+	if name == symbols.ReturnValueName && s.inner.AtReturn && s.inner.Return == nil {
+		// The symbols package reads an unknown return type as a long;
+		// a function declared void returns nothing to read.
+		if t, err := s.bin.ReturnType(s.inner.Function); err == nil && t == nil {
+			return nil, symbols.Root{}, fmt.Errorf("%w: %s returns void, so there is no %s", symbols.ErrBadExpression, s.inner.Function.Name, name)
+		}
 	}
 	t, r, err := s.inner.Lookup(name)
 	var nf *symbols.NotFoundError
@@ -350,7 +447,7 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 	}
 	extra := append([]string{"probe"}, names(locals)...)
 	extra = append(extra, names(c.defines)...)
-	sc := &scope{inner: fs, probe: int64(len(c.prog.Probes)), extra: extra}
+	sc := &scope{bin: c.bin, inner: fs, probe: int64(len(c.prog.Probes)), extra: extra}
 	pr := &probes.Probe{Name: pt.Text, Function: s.fn, Return: s.ret, At: s.at, Stack: stack, NoEvent: !emits}
 	spec := &probeset.Spec{Function: s.fn.Name, Return: s.ret, Stack: stack, Label: pt.Text}
 	nerr := len(c.errs)
@@ -502,6 +599,11 @@ func (c *compiler) aggregate(st *Aggregate, pr *probes.Probe, locals map[string]
 		}
 		if op.Plan == nil {
 			c.errorf(st.Arg.Pos(), ErrResolve, "count() counts hits", "%s(%s) of a constant", st.Func, st.ArgText)
+			return
+		}
+		if kind := stringKind(op.Plan); kind != "" {
+			c.errorf(st.Arg.Pos(), ErrResolve, fmt.Sprintf("count by it instead: @%s[%s] = count()", st.Map, st.ArgText),
+				"%s(%s): %s is a string (%s), and %s needs a number", st.Func, st.ArgText, st.ArgText, kind, st.Func)
 			return
 		}
 		u.Value = &op

@@ -1,12 +1,15 @@
 package script
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
@@ -28,7 +31,7 @@ func ParseFile(path string, read ReadFunc) (*Script, error) {
 	}
 	src, err := read(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInclude, err)
+		return nil, fmt.Errorf("%w: %w", ErrInclude, err)
 	}
 	return parse(path, string(src), read)
 }
@@ -73,6 +76,7 @@ type parser struct {
 	src   string
 	base  int
 	pos   int // offset in src
+	last  int // offset after the last token, where an expression's text ends
 	name  string
 	depth int // include depth
 	nest  int
@@ -85,6 +89,11 @@ type bail struct{}
 func (p *parser) at() int { return p.base + p.pos }
 
 func (p *parser) errorAt(off int, format string, args ...any) {
+	if off >= len(p.src) {
+		// At the end of the file, point just after the last text rather
+		// than at an empty line after it.
+		off = len(strings.TrimRight(p.src, " \t\r\n"))
+	}
 	p.st.errs = append(p.st.errs, &Error{Pos: p.st.script.Files.Position(p.base + off), Msg: fmt.Sprintf(format, args...), Err: ErrSyntax})
 	panic(bail{})
 }
@@ -164,6 +173,7 @@ func (p *parser) peek(s string) bool {
 func (p *parser) accept(s string) bool {
 	if p.peek(s) {
 		p.pos += len(s)
+		p.last = p.pos
 		return true
 	}
 	return false
@@ -180,7 +190,8 @@ func (p *parser) found() string {
 	if p.pos >= len(p.src) {
 		return "the end of the file"
 	}
-	end := p.pos + 1
+	_, n := utf8.DecodeRuneInString(p.src[p.pos:])
+	end := p.pos + n
 	if isIdentByte(p.src[p.pos], false) {
 		for end < len(p.src) && isIdentByte(p.src[end], true) {
 			end++
@@ -194,6 +205,9 @@ func (p *parser) ident() (string, int, bool) {
 	start := p.pos
 	for p.pos < len(p.src) && isIdentByte(p.src[p.pos], p.pos > start) {
 		p.pos++
+	}
+	if p.pos > start {
+		p.last = p.pos
 	}
 	return p.src[start:p.pos], p.base + start, p.pos > start
 }
@@ -224,7 +238,7 @@ func (p *parser) include() {
 	}
 	src, err := p.st.read(path)
 	if err != nil {
-		p.st.errs = append(p.st.errs, &Error{Pos: p.st.script.Files.Position(p.base + at), Msg: fmt.Sprintf("include %q: %v", lit.Value, err), Hint: "paths are relative to the including file", Err: ErrInclude})
+		p.st.errs = append(p.st.errs, &Error{Pos: p.st.script.Files.Position(p.base + at), Msg: fmt.Sprintf("include %q: %v", lit.Value, err), Hint: "paths are relative to the including file", Err: errors.Join(ErrInclude, err)})
 		return
 	}
 	p.st.file(path, string(src), p.depth+1)
@@ -253,9 +267,10 @@ func (p *parser) probe() {
 		p.expect("/", "to end the filter")
 	}
 	p.expect("{", "to open the probe body")
+	open := p.pos - 1
 	for !p.accept("}") {
 		if p.pos >= len(p.src) {
-			p.errorf("probe body not closed: add }")
+			p.errorAt(open, "probe body not closed: add a } to match this {")
 		}
 		if p.accept(";") {
 			continue
@@ -284,6 +299,9 @@ func (p *parser) point() ProbePoint {
 		}
 		pt.Kind, pt.File, pt.Line = AtLine, file, n
 		return pt
+	}
+	if strings.HasSuffix(text, ".c") || strings.HasSuffix(text, ".h") {
+		p.errorAt(start, "%q is a source file: a line probe needs its line number, e.g. %s:57", text, text)
 	}
 	if strings.Contains(text, "/") {
 		p.errorAt(start, "%q: a file needs a line number (FILE:LINE); a filter needs a space before its /", text)
@@ -377,7 +395,7 @@ func (p *parser) args(named bool) []PrintArg {
 		p.space()
 		from := p.at()
 		a.X = p.expr()
-		a.Text = strings.TrimSpace(p.st.script.Files.Text(from, p.at()))
+		a.Text = p.textFrom(from)
 		if a.Name == "" {
 			a.Name = a.Text
 		}
@@ -404,7 +422,7 @@ func (p *parser) aggregate() Stmt {
 			p.space()
 			from := p.at()
 			x := p.expr()
-			s.Keys = append(s.Keys, PrintArg{X: x, Text: strings.TrimSpace(p.st.script.Files.Text(from, p.at()))})
+			s.Keys = append(s.Keys, PrintArg{X: x, Text: p.textFrom(from)})
 			s.Keys[len(s.Keys)-1].Name = s.Keys[len(s.Keys)-1].Text
 			if p.accept("]") {
 				break
@@ -419,8 +437,10 @@ func (p *parser) aggregate() Stmt {
 		known = known || f == fn
 	}
 	if !known {
-		hint := symbols.Closest(fn, aggregateFuncs, 2)
-		p.errorAt(fnAt-p.base, "unknown aggregation %q; did you mean %s? (count, sum, min, max, avg)", fn, strings.Join(hint, " or "))
+		if hint := symbols.Closest(fn, aggregateFuncs, 2); len(hint) > 0 {
+			p.errorAt(fnAt-p.base, "unknown aggregation %q; did you mean %s? (count, sum, min, max, avg)", fn, strings.Join(hint, " or "))
+		}
+		p.errorAt(fnAt-p.base, "unknown aggregation %q: use count(), sum(X), min(X), max(X) or avg(X)", fn)
 	}
 	s.Func = fn
 	p.expect("(", "after "+fn)
@@ -431,9 +451,16 @@ func (p *parser) aggregate() Stmt {
 	p.space()
 	from := p.at()
 	s.Arg = p.expr()
-	s.ArgText = strings.TrimSpace(p.st.script.Files.Text(from, p.at()))
+	s.ArgText = p.textFrom(from)
 	p.expect(")", "to close "+fn)
 	return s
+}
+
+// textFrom is the source of the expression that starts at from (a
+// position) and ends with the last token: what output names it by,
+// without the blanks and comments after it.
+func (p *parser) textFrom(from int) string {
+	return strings.TrimSpace(p.st.script.Files.Text(from, p.base+p.last))
 }
 
 func (p *parser) stringLit() *StrLit {
@@ -450,6 +477,7 @@ func (p *parser) stringLit() *StrLit {
 		c := p.src[p.pos]
 		if c == '"' {
 			p.pos++
+			p.last = p.pos
 			return &StrLit{At: p.base + at, Value: b.String()}
 		}
 		if c == '\\' {
@@ -569,6 +597,9 @@ func (p *parser) unary() Expr {
 		if !ok {
 			p.errorf("'-' applies to number literals only")
 		}
+		if lit.Value < 0 && lit.Value != math.MinInt64 {
+			p.errorAt(lit.At-p.base, "-%s is out of range: the smallest number is -9223372036854775808", lit.Text)
+		}
 		lit.At, lit.Value, lit.Text = at, -lit.Value, "-"+lit.Text
 		return lit
 	case p.peek("("):
@@ -684,6 +715,9 @@ func (p *parser) primary() Expr {
 
 func (p *parser) number() (*IntLit, bool) {
 	start := p.pos
+	if p.pos >= len(p.src) || p.src[p.pos] < '0' || p.src[p.pos] > '9' {
+		return nil, false
+	}
 	for p.pos < len(p.src) && (unicode.IsDigit(rune(p.src[p.pos])) || isIdentByte(p.src[p.pos], true)) {
 		p.pos++
 	}
@@ -691,6 +725,7 @@ func (p *parser) number() (*IntLit, bool) {
 	if text == "" {
 		return nil, false
 	}
+	p.last = p.pos
 	v, err := strconv.ParseInt(strings.TrimRight(text, "uUlL"), 0, 64)
 	if err != nil {
 		u, uerr := strconv.ParseUint(strings.TrimRight(text, "uUlL"), 0, 64)
@@ -719,5 +754,6 @@ func (p *parser) charLit() *IntLit {
 		p.errorAt(at, "a character literal holds one character, e.g. 'G'")
 	}
 	p.pos++
+	p.last = p.pos
 	return &IntLit{At: p.base + at, Value: int64(v), Text: p.src[at:p.pos]}
 }
