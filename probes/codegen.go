@@ -60,6 +60,8 @@ type program struct {
 	// where: the user's filter; nil passes every hit.
 	where      Cond
 	aggregates []AggregateUpdate
+	// returns locate return addresses replaced by uretprobes, for stacks.
+	returns returnOffsets
 	// prologue, when set, runs first and decides whether the hit counts
 	// further: watch and diff programs compute their values there.
 	prologue func(e *emitter) error
@@ -218,6 +220,7 @@ func generate(p program, m maps) (asm.Instructions, error) {
 		}
 		if p.layout.stackBytes > 0 {
 			e.copyStack(p.layout)
+			e.copyReturns(p.layout, p.returns)
 		}
 		// Wake the reader only when the ring fills up: a wakeup per event
 		// costs more than the event. The reader polls between wakeups.
@@ -523,6 +526,49 @@ func (e *emitter) copyStack(l layout) {
 		if k < n-1 {
 			e.emit(asm.Ja.Label(done))
 		}
+	}
+	e.mark(done)
+	e.emit(asm.Mov.Imm(asm.R0, 0))
+}
+
+// copyReturns records the return addresses pending uretprobes replaced
+// in this thread's stack: task->utask->return_instances, newest first.
+func (e *emitter) copyReturns(l layout, r returnOffsets) {
+	count := int16(l.stack + returnsOff)
+	e.emit(asm.StoreImm(regEvent, count, 0, asm.Word))
+	if !r.ok {
+		return
+	}
+	done := e.label("returns_done")
+	// readKernel reads 8 bytes at r1+off into dst (an offset in the event
+	// or, when toStack, fp-8); a failure ends the walk.
+	readKernel := func(src asm.Register, off int32, dst int16, toEvent bool) {
+		e.emit(asm.Mov.Reg(asm.R3, src))
+		if off != 0 {
+			e.emit(asm.Add.Imm(asm.R3, off))
+		}
+		if toEvent {
+			e.emit(asm.Mov.Reg(asm.R1, regEvent), asm.Add.Imm(asm.R1, int32(dst)))
+		} else {
+			e.emit(asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, int32(dst)))
+		}
+		e.emit(
+			asm.Mov.Imm(asm.R2, 8),
+			asm.FnProbeReadKernel.Call(),
+			asm.JNE.Imm(asm.R0, 0, done),
+		)
+	}
+	e.emit(asm.FnGetCurrentTask.Call(), asm.Mov.Reg(regBase, asm.R0))
+	readKernel(regBase, r.utask, -8, false)
+	e.emit(asm.LoadMem(regBase, asm.RFP, -8, asm.DWord), asm.JEq.Imm(regBase, 0, done))
+	readKernel(regBase, r.instances, -8, false)
+	for i := range maxReturns {
+		e.emit(asm.LoadMem(regBase, asm.RFP, -8, asm.DWord), asm.JEq.Imm(regBase, 0, done))
+		pair := int16(l.stack + returnsOff + 8 + 16*i)
+		readKernel(regBase, r.stack, pair, true)
+		readKernel(regBase, r.orig, pair+8, true)
+		e.emit(asm.StoreImm(regEvent, count, int64(i+1), asm.Word))
+		readKernel(regBase, r.next, -8, false)
 	}
 	e.mark(done)
 	e.emit(asm.Mov.Imm(asm.R0, 0))

@@ -112,3 +112,41 @@ func taskOffsets() (realParent, tgid int16, err error) {
 	}
 	return realParent, tgid, nil
 }
+
+// returnOffsets locate the return addresses uretprobes replaced: a task's
+// uprobe_task keeps, per pending uretprobe, the stack slot and the
+// original address (kernel/events/uprobes.c, struct return_instance).
+type returnOffsets struct {
+	utask, instances, stack, orig, next int32
+	ok                                  bool
+}
+
+// uretprobeOffsets reads them from kernel BTF; without them, stacks stop
+// at the first replaced return address, with a reason that says so.
+func uretprobeOffsets() returnOffsets {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return returnOffsets{}
+	}
+	member := func(typ, name string) (int32, bool) {
+		var st *btf.Struct
+		if err := spec.TypeByName(typ, &st); err != nil {
+			return 0, false
+		}
+		for _, m := range st.Members {
+			if m.Name == name {
+				return int32(m.Offset.Bytes()), true
+			}
+		}
+		return 0, false
+	}
+	var r returnOffsets
+	var ok [5]bool
+	r.utask, ok[0] = member("task_struct", "utask")
+	r.instances, ok[1] = member("uprobe_task", "return_instances")
+	r.stack, ok[2] = member("return_instance", "stack")
+	r.orig, ok[3] = member("return_instance", "orig_ret_vaddr")
+	r.next, ok[4] = member("return_instance", "next")
+	r.ok = ok == [5]bool{true, true, true, true, true}
+	return r
+}

@@ -60,9 +60,13 @@ type layout struct {
 // the copy of the stack from sp upward.
 var stackRegs = []int{stacks.RegRA, stacks.RegRSP, stacks.RegRBP, stacks.RegRBX, stacks.RegR12, stacks.RegR13, stacks.RegR14, stacks.RegR15}
 
+// Then the return addresses pending uretprobes replaced with their
+// trampoline: a count and up to maxReturns {stack slot, original} pairs.
 const (
 	stackLenOff  = 8 * 8 // u32 after the registers
-	stackDataOff = stackLenOff + 8
+	returnsOff   = stackLenOff + 8
+	maxReturns   = 4
+	stackDataOff = returnsOff + 8 + 16*maxReturns
 	// stackChunk is the unit of the fallback copy near the top of the stack.
 	stackChunk = 512
 )
@@ -169,6 +173,13 @@ func (l layout) decodeStack(rec []byte, pid int) *stacks.Capture {
 	}
 	n := min(int(binary.LittleEndian.Uint32(sec[stackLenOff:])), l.stackBytes)
 	c.Stack = append([]byte(nil), sec[stackDataOff:stackDataOff+n]...)
+	for i := range min(int(binary.LittleEndian.Uint32(sec[returnsOff:])), maxReturns) {
+		pair := sec[returnsOff+8+16*i:]
+		if c.Returns == nil {
+			c.Returns = map[uint64]uint64{}
+		}
+		c.Returns[binary.LittleEndian.Uint64(pair)] = binary.LittleEndian.Uint64(pair[8:])
+	}
 	return c
 }
 

@@ -144,6 +144,16 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 		stackBytes = DefaultStackBytes
 	}
 	programs := plan(probes, filter, s.maps[0].MaxEntries()/8, stackBytes)
+	var returns returnOffsets
+	for _, p := range probes {
+		if p.Stack {
+			returns = uretprobeOffsets()
+			break
+		}
+	}
+	for i := range programs {
+		programs[i].returns = returns
+	}
 	s.layouts = make([]layout, len(probes))
 	for _, p := range programs {
 		if p.emit {

@@ -33,6 +33,9 @@ type Capture struct {
 	Stack []byte
 	// Requested is how many bytes the probe tried to copy.
 	Requested int
+	// Returns maps stack slots whose return address a uretprobe replaced
+	// with its trampoline to the original address.
+	Returns map[uint64]uint64
 }
 
 // Frame is one symbolized frame.
@@ -228,6 +231,9 @@ func (u *Unwinder) Unwind(c Capture) Stack {
 	mem := func(addr uint64) (uint64, bool) {
 		if addr < sp0 || addr+8 > sp0+uint64(len(c.Stack)) || addr+8 < addr {
 			return 0, false
+		}
+		if orig, ok := c.Returns[addr]; ok {
+			return orig, true
 		}
 		return binary.LittleEndian.Uint64(c.Stack[addr-sp0:]), true
 	}
