@@ -397,3 +397,44 @@ func buildC(t testing.TB, src string) string {
 	}
 	return out
 }
+
+// watch in a probe set: the flip prints next to the script's own events.
+func TestWatchInScript(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	inst := nginxtest.Build(t, nginxtest.VariantO2)
+	sc := incidents.WSSBackendClose(t)
+	srv := nginxtest.Start(t, inst, nginxtest.Config{HTTP: sc.HTTP})
+	path := writeScript(t, "watch.ngxp", `
+watch c->read->eof   # exact mode: the instruction that sets it
+ngx_http_upstream_finalize_request { print(rc, client = r->connection->number) }
+`)
+	p := startProbe(t, "run", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json", path)
+	res := sc.Trigger(t)
+	obs := sc.Check(t, srv, res)
+	client := int64(obs.Access.Connection)
+	var flip *FlipEvent
+	var finalize bool
+	deadline := time.Now().Add(eventTimeout)
+	for time.Now().Before(deadline) && (flip == nil || !finalize) {
+		time.Sleep(50 * time.Millisecond)
+		text := p.stdout.String()
+		for _, line := range strings.Split(text, "\n") {
+			if strings.Contains(line, `"flip"`) {
+				var f FlipEvent
+				if json.Unmarshal([]byte(line), &f) == nil && f.Flip.LoggedAs == client && f.Flip.Function == "ngx_unix_recv" {
+					flip = &f
+				}
+			}
+			if strings.Contains(line, `"probe":"ngx_http_upstream_finalize_request"`) {
+				finalize = true
+			}
+		}
+	}
+	stopProbeOK(t, p)
+	if flip == nil || !finalize {
+		t.Fatalf("want the watch's flip in ngx_unix_recv for *%d and the finalize event (flip %v, finalize %v): %s", client, flip, finalize, p)
+	}
+	if flip.Flip.Mode != "exact" || flip.Flip.Role != "upstream" || flip.Stack == nil {
+		t.Errorf("flip from a script: %s", flip)
+	}
+}

@@ -132,4 +132,13 @@ type Script struct {
 	Files   *FileSet
 	Defines []*Define
 	Probes  []*Probe
+	Watches []*Watch
+}
+
+// Watch is watch [exact|diff|both] EXPR: report where and when a field of
+// a connection flips (see package watch).
+type Watch struct {
+	At   int
+	Mode string // exact (default), diff or both
+	Expr string
 }

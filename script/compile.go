@@ -12,6 +12,7 @@ import (
 	"github.com/ngxprobe/ngxprobe/internal/probeset"
 	"github.com/ngxprobe/ngxprobe/probes"
 	"github.com/ngxprobe/ngxprobe/symbols"
+	"github.com/ngxprobe/ngxprobe/watch"
 )
 
 // Program is a script resolved against one binary: what to attach, and
@@ -22,6 +23,21 @@ type Program struct {
 	// Points lists every probe point with the instances it attaches to.
 	Points       []Attachment
 	Aggregations []*Aggregation
+	// Watches are the script's watch statements, resolved; their probes
+	// are in Probes too (with a nil Spec), and Watch decodes their events.
+	Watches []*watch.Plan
+}
+
+// Watch returns the watch a probe belongs to, or nil.
+func (p *Program) Watch(pr *probes.Probe) *watch.Plan {
+	for _, w := range p.Watches {
+		for _, q := range w.Probes {
+			if q == pr {
+				return w
+			}
+		}
+	}
+	return nil
 }
 
 // Attachment is a probe point and where it resolved.
@@ -83,7 +99,10 @@ func Compile(bin *symbols.Binary, s *Script) (*Program, error) {
 	if tooLarge {
 		return nil, c.errs
 	}
-	if len(s.Probes) == 0 && len(c.errs) == 0 {
+	for _, w := range s.Watches {
+		c.watch(w)
+	}
+	if len(s.Probes) == 0 && len(s.Watches) == 0 && len(c.errs) == 0 {
 		return nil, &Error{Msg: "the script has no probes", Hint: "a probe is FUNCTION { print(ARG) }", Err: ErrResolve}
 	}
 	for _, p := range s.Probes {
@@ -202,6 +221,38 @@ func nodes(x Expr, limit int) int {
 		n += nodes(k, limit-n)
 	}
 	return n
+}
+
+var watchModes = map[string]watch.Mode{"exact": watch.Exact, "diff": watch.Diff, "both": watch.Both}
+
+func (c *compiler) watch(w *Watch) {
+	plan, err := watch.Prepare(c.bin, w.Expr, watchModes[w.Mode], nil, true, false)
+	if err != nil {
+		c.errorf(w.At, ErrResolve, "", "%v", err)
+		return
+	}
+	c.prog.Watches = append(c.prog.Watches, plan)
+	att := Attachment{Text: "watch " + w.Expr, Pos: c.fset.Position(w.At)}
+	for i, s := range plan.Sites {
+		if plan.Probed[i] {
+			att.Instances = append(att.Instances, Instance{Kind: "uprobe", Symbol: s.Function, Offset: s.Address - s.FunctionAddr, Address: s.Address, FileOffset: s.FileOffset})
+		}
+	}
+	for _, pr := range plan.Probes {
+		if pr.Diff == nil {
+			continue
+		}
+		kind := "uprobe"
+		if pr.Return {
+			kind = "uretprobe"
+		}
+		att.Instances = append(att.Instances, Instance{Kind: kind, Symbol: pr.Function.Symbol, Address: pr.Function.Address, FileOffset: pr.Function.Offset})
+	}
+	c.prog.Points = append(c.prog.Points, att)
+	for _, pr := range plan.Probes {
+		c.prog.Probes = append(c.prog.Probes, pr)
+		c.prog.Specs = append(c.prog.Specs, &probeset.Spec{Label: pr.Name})
+	}
 }
 
 // site is one place a probe point attaches.

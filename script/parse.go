@@ -118,6 +118,8 @@ func (p *parser) parseFile() {
 			p.include()
 		case p.keyword("define"):
 			p.define()
+		case p.keyword("watch"):
+			p.watch()
 		default:
 			p.probe()
 		}
@@ -250,6 +252,29 @@ func (p *parser) define() {
 	x := p.expr()
 	p.accept(";")
 	p.st.script.Defines = append(p.st.script.Defines, &Define{At: at, Name: name, X: x})
+}
+
+// watch parses watch [exact|diff|both] EXPR, the expression up to the end
+// of the line or a ;.
+func (p *parser) watch() {
+	w := &Watch{Mode: "exact"}
+	for _, m := range []string{"exact", "diff", "both"} {
+		if p.keyword(m) {
+			w.Mode = m
+		}
+	}
+	p.space()
+	w.At = p.at()
+	start := p.pos
+	for p.pos < len(p.src) && p.src[p.pos] != '\n' && p.src[p.pos] != ';' && p.src[p.pos] != '#' && !strings.HasPrefix(p.src[p.pos:], "//") {
+		p.pos++
+	}
+	w.Expr = strings.TrimSpace(p.src[start:p.pos])
+	if w.Expr == "" {
+		p.errorAt(start, "watch needs a field of the connection c, e.g. watch c->read->eof")
+	}
+	p.accept(";")
+	p.st.script.Watches = append(p.st.script.Watches, w)
 }
 
 // probe parses POINT[, POINT...] [/FILTER/] { BODY }.

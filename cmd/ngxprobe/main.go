@@ -338,6 +338,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	printer := &output.Printer{W: buffered, JSON: *format == "json", Clock: output.NewClock(time.Duration(ts.Nano()))}
 
 	delivered, err := consume(sess, *duration, unwinder, buffered, stderr, func(ev probes.Event, st *stacks.Stack) error {
+		if program != nil {
+			if w := program.Watch(ev.Probe); w != nil {
+				return printer.PrintFlip(ev, w.Decode(ev), st)
+			}
+		}
 		return printer.Print(ev, specOf[ev.Probe], st)
 	})
 	if err != nil {
