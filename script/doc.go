@@ -15,6 +15,11 @@
 //	src/os/unix/ngx_recv.c:76 { print(size) }
 //	ngx_unix_recv+0x4 { }
 //
+// A watch statement reports where and when a field of a connection flips,
+// as ngxprobe watch does (package watch): "watch c->read->eof" probes the
+// instructions that write it, "watch diff c->read->eof" compares it where
+// nginx reads connections, and "watch both" runs the two.
+//
 // [ParseFile] and [ParseText] turn text into a [Script] without looking at
 // any binary; [Compile] resolves a Script against one nginx binary's ELF
 // symbols and DWARF into a [Program]: what to attach where, and how to
@@ -22,8 +27,9 @@
 //
 // # Grammar
 //
-//	script    = { include | define | probe } .
+//	script    = { include | define | watch | probe } .
 //	include   = "include" STRING [";"] .
+//	watch     = "watch" [ "exact" | "diff" | "both" ] EXPR [";"] .   to the end of the line
 //	define    = "define" NAME "=" expr [";"] .
 //	probe     = point { "," point } [ "/" expr "/" ] "{" { stmt | ";" } "}" .
 //	point     = FUNCTION                 entry: a uprobe on every instance
