@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
 )
 
 // The client address the PROXY protocol header of the wss scenarios
@@ -285,7 +287,7 @@ func (s *Scenario) getClient(path string) (Result, error) {
 func newPlain(t testing.TB, name string, h handler) *Scenario {
 	t.Helper()
 	up := startUpstream(t, h)
-	port := listenPort(t)
+	port := nginxtest.FreePort(t)
 	s := &Scenario{
 		Name:     name,
 		Addr:     fmt.Sprintf("127.0.0.1:%d", port),
@@ -310,7 +312,7 @@ func newPlain(t testing.TB, name string, h handler) *Scenario {
 func newWSS(t testing.TB, name string, h handler) *Scenario {
 	t.Helper()
 	up := startUpstream(t, h)
-	port := listenPort(t)
+	port := nginxtest.FreePort(t)
 	cert, key := writeSelfSignedCert(t)
 	s := &Scenario{
 		Name:        name,

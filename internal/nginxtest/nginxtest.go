@@ -437,8 +437,8 @@ func (s *Server) diag() string {
 		tail(readFile(filepath.Join(s.dir, "nginx.stderr")), 20), tail(s.ErrorLog(), 40))
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
+// ephemeralPort asks the kernel for a free port.
+func ephemeralPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

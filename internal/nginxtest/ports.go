@@ -1,4 +1,4 @@
-package incidents
+package nginxtest
 
 import (
 	"fmt"
@@ -7,8 +7,6 @@ import (
 	"os"
 	"sync"
 	"testing"
-
-	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
 )
 
 var (
@@ -16,18 +14,17 @@ var (
 	ports   = map[int]bool{} // nginx ports handed out to tests still running
 )
 
-// listenPort returns a port for nginx to listen on at 127.0.0.1. Unlike
-// nginxtest.FreePort, whose port comes from the kernel's ephemeral range,
-// it is taken from the 10000 ports below that range: between this call and
+// FreePort returns a port for nginx to listen on at 127.0.0.1. It is not
+// from the kernel's ephemeral range but from the 10000 ports below it: between this call and
 // nginx's bind, neither an upstream's listen on port 0 nor any outgoing
 // connection can be given it (which made several scenarios in one nginx
 // flaky). It was free a moment ago and is not handed out again until the
-// test's cleanup. Without a usable range it falls back to FreePort.
-func listenPort(t testing.TB) int {
+// test's cleanup. Without a usable range it falls back to an ephemeral port.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	lo, hi := portRange()
 	if hi-lo < 100 {
-		return nginxtest.FreePort(t)
+		return ephemeralPort(t)
 	}
 	for try := 0; try < 200; try++ {
 		p := lo + rand.IntN(hi-lo)
@@ -55,7 +52,7 @@ func listenPort(t testing.TB) int {
 		})
 		return p
 	}
-	t.Fatalf("incidents: no free port in [%d, %d)", lo, hi)
+	t.Fatalf("nginxtest: no free port in [%d, %d)", lo, hi)
 	return 0
 }
 
