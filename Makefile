@@ -34,6 +34,7 @@ test: nginx vet
 bench: nginx build
 	bash bench/run.sh
 	bash bench/hitcost.sh
+	bash bench/watch.sh
 	bash bench/events.sh
 	$(GO) test ./bench -run '^$$' -bench Unwind -benchtime 20000x
 	$(GO) test ./bench -run '^$$' -bench ModuleMemory -benchtime 1x
