@@ -582,20 +582,7 @@ const nullPage = 4096
 // that faults in the helper costs a page fault, several microseconds in a
 // VM, on every hit.
 func (e *emitter) probeRead(dst int16, size int, off int64, fault string) {
-	e.emit(
-		asm.JLT.Imm(regBase, nullPage, fault),
-		asm.Mov.Reg(asm.R1, regEvent),
-		asm.Add.Imm(asm.R1, int32(dst)),
-		asm.Mov.Imm(asm.R2, int32(size)),
-		asm.Mov.Reg(asm.R3, regBase),
-	)
-	if off != 0 {
-		e.emit(asm.Add.Imm(asm.R3, int32(off)))
-	}
-	e.emit(
-		asm.FnProbeReadUser.Call(),
-		asm.JNE.Imm(asm.R0, 0, fault),
-	)
+	e.readTo(regEvent, dst, size, off, fault)
 }
 
 func indexOf(keys []rootKey, k rootKey) int {
