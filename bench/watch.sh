@@ -3,7 +3,8 @@
 # second on loopback with keepalive, variants alternating in one run:
 # baseline; exact-writer mode; diff mode on ngx_unix_recv's entry and
 # return; bpftrace with a uprobe and a uretprobe on ngx_unix_recv reading
-# the same field.
+# the same field. ngxprobe variants start once their stacks are ready:
+# the one-off indexing of nginx's and libc's debug info is an attach cost.
 #   RUNS=5 DURATION=5 bash bench/watch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +48,11 @@ for path in static proxy; do
       fi
       attach "$v" 2>"$work/probe.err" &
       probe_pid=$!
-      for _ in $(seq 300); do grep -qi attached "$work/probe.err" 2>/dev/null && break; sleep 0.05; done
+      # Wait for the stack unwinder's one-off module indexing (about a
+      # second of CPU, reported as "stacks ready") to be over.
+      ready=attached
+      case "$v" in ngxprobe_*) ready="stacks ready" ;; esac
+      for _ in $(seq 300); do grep -qi "$ready" "$work/probe.err" 2>/dev/null && break; sleep 0.05; done
       sleep 0.5
       runs[$v]="${runs[$v]:-} $(rps "$path")"
       pkill -INT -P "$probe_pid" 2>/dev/null || true; wait "$probe_pid" || true; probe_pid=""

@@ -317,14 +317,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	unwinder := stacks.NewUnwinder("")
 	defer unwinder.Close()
 	if anyStack(resolved.Probes) {
-		// Index the workers' modules early, off the attach path, so that
-		// stacks of a worker that exits before its events are read still
-		// get names.
-		go func() {
-			for _, pid := range t.Workers {
-				unwinder.Prepare(pid)
-			}
-		}()
+		prepareStacks(unwinder, t, stderr)
 	}
 
 	specOf := map[*probes.Probe]*probeset.Spec{}
@@ -403,6 +396,20 @@ func consume(sess *probes.Session, duration time.Duration, unwinder *stacks.Unwi
 		return nil, printErr
 	}
 	return delivered, buffered.Flush()
+}
+
+// prepareStacks indexes the workers' modules in the background, off the
+// attach path, so that the first stack does not stall the reader and a
+// worker that exits before its events are read still gets names. The
+// indexing takes about a second of CPU; "stacks ready" says it is done.
+func prepareStacks(u *stacks.Unwinder, t *target.Target, stderr io.Writer) {
+	go func() {
+		start := time.Now()
+		for _, pid := range t.Workers {
+			u.Prepare(pid)
+		}
+		fmt.Fprintf(stderr, "ngxprobe: stacks ready: modules of %d processes indexed in %d ms\n", len(t.Workers), time.Since(start).Milliseconds())
+	}()
 }
 
 // queueLen bounds events read from the ring but not yet printed. The
@@ -679,6 +686,9 @@ func cmdWatch(args []string, stdout, stderr io.Writer) error {
 	}
 	unwinder := stacks.NewUnwinder("")
 	defer unwinder.Close()
+	if !*noStack {
+		prepareStacks(unwinder, t, stderr)
+	}
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	buffered := bufio.NewWriterSize(stdout, 64<<10)
