@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,9 +33,27 @@ type bpfProg struct {
 }
 
 type bpfLink struct {
-	ID     int    `json:"id"`
-	Type   string `json:"type"`
-	ProgID int    `json:"prog_id"`
+	ID     int      `json:"id"`
+	Type   linkType `json:"type"`
+	ProgID int      `json:"prog_id"`
+}
+
+// linkType is a link's type as bpftool prints it: a name, or a number
+// for types newer than bpftool (uprobe_multi is 12).
+type linkType string
+
+func (t *linkType) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*t = linkType(s)
+		return nil
+	}
+	var n int
+	if err := json.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	*t = linkType(fmt.Sprintf("type %d", n))
+	return nil
 }
 
 type bpfPerf struct {
@@ -113,6 +133,22 @@ func (s bpfState) perfHeldByLive() map[int]bool {
 	for _, p := range s.Perf {
 		if alive(p.PID) {
 			m[p.ProgID] = true
+		}
+	}
+	// Links without a perf event (uprobe_multi) are held through link fds,
+	// whose fdinfo names the program.
+	fdinfos, _ := filepath.Glob("/proc/[0-9]*/fdinfo/*")
+	for _, f := range fdinfos {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.Contains(b, []byte("link_id:")) {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+				if id, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					m[id] = true
+				}
+			}
 		}
 	}
 	return m
