@@ -209,6 +209,20 @@ func TestWatchWSSHalfClose(t *testing.T) {
 					t.Errorf("%s: the stack stops early under a uretprobe: %s", mode, f)
 				}
 			}
+			// The same close sets c->error next to eof.
+			p := startWatch(t, srv.MasterPID(), "exact", "c->error")
+			res := sc.Trigger(t)
+			obs := sc.Check(t, srv, res)
+			client := int64(obs.Access.Connection)
+			fs := waitFlips(t, p, eventTimeout, func(fs []FlipEvent) bool { return len(fs) > 0 })
+			stopProbeOK(t, p)
+			found := false
+			for _, f := range fs {
+				found = found || f.Flip.New == 1 && f.Flip.Conn == client && f.Flip.Role == "client" && f.Flip.Function == "ngx_http_upstream_check_broken_connection"
+			}
+			if !found {
+				t.Errorf("no c->error 0 -> 1 flip in ngx_http_upstream_check_broken_connection on client *%d:\n%s\n%s", client, flipList(fs), p)
+			}
 			t.Logf("%s: wss half-close watched in %v", variant, time.Since(start).Round(time.Millisecond))
 		})
 	}
