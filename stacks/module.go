@@ -32,9 +32,9 @@ type Module struct {
 	syms  []symbol // sorted by address
 
 	mu    sync.Mutex
-	units []unitRange             // sorted by low address, for pc -> compile unit
-	lines map[dwarf.Offset]*lines // per compile unit, built on first use
-	pcs   map[uint64][]Frame      // symbolized pcs, stacks repeat
+	units []unitRange                         // sorted by low address, for pc -> compile unit
+	lines map[dwarf.Offset]*symbols.LineTable // per compile unit, built on first use
+	pcs   map[uint64][]Frame                  // symbolized pcs, stacks repeat
 }
 
 type symbol struct {
@@ -57,7 +57,7 @@ func OpenModule(path string) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Module{Path: path, BuildID: bin.BuildID, bin: bin, lines: map[dwarf.Offset]*lines{}, pcs: map[uint64][]Frame{}}
+	m := &Module{Path: path, BuildID: bin.BuildID, bin: bin, lines: map[dwarf.Offset]*symbols.LineTable{}, pcs: map[uint64][]Frame{}}
 	f := bin.ELF()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD {
@@ -175,47 +175,13 @@ func (m *Module) unitFor(vaddr uint64) *dwarf.Entry {
 	return nil
 }
 
-// lines is a compile unit's line table, read once.
-type lines struct {
-	rows  []dwarf.LineEntry // sorted by address
-	files []*dwarf.LineFile
-}
-
-func (m *Module) linesFor(cu *dwarf.Entry) *lines {
+func (m *Module) linesFor(cu *dwarf.Entry) *symbols.LineTable {
 	if l, ok := m.lines[cu.Offset]; ok {
 		return l
 	}
-	l := &lines{}
+	l := symbols.ReadLineTable(m.bin.DWARF(), cu)
 	m.lines[cu.Offset] = l
-	lr, err := m.bin.DWARF().LineReader(cu)
-	if err != nil || lr == nil {
-		return l
-	}
-	for {
-		var e dwarf.LineEntry
-		if err := lr.Next(&e); err != nil {
-			break
-		}
-		l.rows = append(l.rows, e)
-	}
-	l.files = lr.Files()
-	sort.SliceStable(l.rows, func(i, j int) bool { return l.rows[i].Address < l.rows[j].Address })
 	return l
-}
-
-// lineAt returns the row covering vaddr.
-func (l *lines) lineAt(vaddr uint64) (string, int) {
-	i := sort.Search(len(l.rows), func(i int) bool { return l.rows[i].Address > vaddr }) - 1
-	for ; i >= 0; i-- {
-		r := l.rows[i]
-		if r.EndSequence {
-			return "", 0
-		}
-		if r.File != nil && r.Line > 0 {
-			return r.File.Name, r.Line
-		}
-	}
-	return "", 0
 }
 
 // symbolize returns the frames at vaddr: inlined callees first, then the
@@ -234,7 +200,7 @@ func (m *Module) symbolize(vaddr uint64) []Frame {
 	frames := []Frame{base}
 	if cu := m.unitFor(vaddr); cu != nil {
 		l := m.linesFor(cu)
-		file, line := l.lineAt(vaddr)
+		file, line := l.At(vaddr)
 		chain := m.inlineChain(cu, vaddr)
 		// The innermost inlined function owns the pc's line; each caller
 		// is at the call site recorded on its callee.
@@ -242,20 +208,13 @@ func (m *Module) symbolize(vaddr uint64) []Frame {
 		for i := len(chain) - 1; i >= 0; i-- {
 			in := chain[i]
 			frames = append(frames, Frame{Module: base.Module, Address: vaddr, Symbol: in.name, File: file, Line: line, Inlined: true})
-			file, line = l.fileName(in.callFile), in.callLine
+			file, line = l.FileName(in.callFile), in.callLine
 		}
 		base.File, base.Line = file, line
 		frames = append(frames, base)
 	}
 	m.pcs[vaddr] = frames
 	return frames
-}
-
-func (l *lines) fileName(i int) string {
-	if i >= 0 && i < len(l.files) && l.files[i] != nil {
-		return l.files[i].Name
-	}
-	return ""
 }
 
 type inlined struct {

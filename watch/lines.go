@@ -34,7 +34,7 @@ func annotateLines(bin *symbols.Binary, sites []Site) {
 		}
 		for _, i := range idx {
 			s := &sites[i]
-			file, line := lt.at(s.Address)
+			file, line := lt.At(s.Address)
 			s.File, s.Line = file, line
 			if s.LoadAddr != 0 && s.LoadAddr <= s.Address {
 				s.Lines = lt.linesIn(s.LoadAddr, s.Address, file, line)
@@ -43,7 +43,7 @@ func annotateLines(bin *symbols.Binary, sites []Site) {
 			s.Frames = s.Frames[:0]
 			for k := len(chain) - 1; k >= 0; k-- {
 				s.Frames = append(s.Frames, Frame{Function: chain[k].name, File: file, Line: line})
-				file, line = lt.file(chain[k].callFile), chain[k].callLine
+				file, line = lt.FileName(chain[k].callFile), chain[k].callLine
 			}
 			name := w.subs[i]
 			if name == "" {
@@ -97,56 +97,23 @@ func unitFor(units []unitRange, pc uint64) *dwarf.Entry {
 	return nil
 }
 
-type lineTable struct {
-	rows  []dwarf.LineEntry // by address
-	files []*dwarf.LineFile
-}
+// lineTable adds what watch needs to a unit's line table.
+type lineTable struct{ *symbols.LineTable }
 
-func readLines(d *dwarf.Data, cu *dwarf.Entry) *lineTable {
-	lt := &lineTable{}
-	lr, err := d.LineReader(cu)
-	if err != nil || lr == nil {
-		return lt
-	}
-	for {
-		var e dwarf.LineEntry
-		if err := lr.Next(&e); err != nil {
-			break
-		}
-		lt.rows = append(lt.rows, e)
-	}
-	lt.files = lr.Files()
-	sort.SliceStable(lt.rows, func(i, j int) bool { return lt.rows[i].Address < lt.rows[j].Address })
-	return lt
-}
-
-// at returns the source position of pc: the last row at or before it
-// (the last of several at one address, as a debugger stepping there
-// shows).
-func (lt *lineTable) at(pc uint64) (string, int) {
-	i := sort.Search(len(lt.rows), func(i int) bool { return lt.rows[i].Address > pc }) - 1
-	for ; i >= 0; i-- {
-		r := lt.rows[i]
-		if r.EndSequence {
-			return "", 0
-		}
-		if r.File != nil && r.Line > 0 {
-			return r.File.Name, r.Line
-		}
-	}
-	return "", 0
+func readLines(d *dwarf.Data, cu *dwarf.Entry) lineTable {
+	return lineTable{symbols.ReadLineTable(d, cu)}
 }
 
 // linesIn lists the lines of file in the rows for addresses lo to hi
 // (both included; hi's own row is line), sorted.
-func (lt *lineTable) linesIn(lo, hi uint64, file string, line int) []int {
+func (lt lineTable) linesIn(lo, hi uint64, file string, line int) []int {
 	set := map[int]bool{line: true}
-	if f, l := lt.at(lo); f == file && l > 0 {
+	if f, l := lt.At(lo); f == file && l > 0 {
 		set[l] = true
 	}
-	i := sort.Search(len(lt.rows), func(i int) bool { return lt.rows[i].Address >= lo })
-	for ; i < len(lt.rows) && lt.rows[i].Address <= hi; i++ {
-		r := lt.rows[i]
+	i := sort.Search(len(lt.Rows), func(i int) bool { return lt.Rows[i].Address >= lo })
+	for ; i < len(lt.Rows) && lt.Rows[i].Address <= hi; i++ {
+		r := lt.Rows[i]
 		if !r.EndSequence && r.File != nil && r.File.Name == file && r.Line > 0 {
 			set[r.Line] = true
 		}
@@ -157,13 +124,6 @@ func (lt *lineTable) linesIn(lo, hi uint64, file string, line int) []int {
 	}
 	sort.Ints(out)
 	return out
-}
-
-func (lt *lineTable) file(i int) string {
-	if i >= 0 && i < len(lt.files) && lt.files[i] != nil {
-		return lt.files[i].Name
-	}
-	return ""
 }
 
 type inlined struct {
