@@ -261,17 +261,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("%w: -o %q: want text or json", errUsage, *format)
 	}
-	// Privileges first: without them /proc/PID/exe of another user's
-	// nginx is unreadable, and that error would hide the real cause.
-	if err := probes.CheckSupport(); err != nil {
-		return err
-	}
-	t, err := c.target()
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	bin, err := symbols.Open(t.Path, nil)
+	t, bin, start, err := openTraced(c, true)
 	if err != nil {
 		return err
 	}
@@ -396,6 +386,28 @@ func consume(sess *probes.Session, duration time.Duration, unwinder *stacks.Unwi
 		return nil, printErr
 	}
 	return delivered, buffered.Flush()
+}
+
+// openTraced checks the privileges to attach (when attaching), then opens
+// the target's binary. Privileges come first: without them /proc/PID/exe
+// of another user's nginx is unreadable, and that error would hide the
+// real cause.
+func openTraced(c common, attach bool) (*target.Target, *symbols.Binary, time.Time, error) {
+	if attach {
+		if err := probes.CheckSupport(); err != nil {
+			return nil, nil, time.Time{}, err
+		}
+	}
+	t, err := c.target()
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	start := time.Now()
+	bin, err := symbols.Open(t.Path, nil)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return t, bin, start, nil
 }
 
 // prepareStacks indexes the workers' modules in the background, off the
@@ -638,17 +650,7 @@ func cmdWatch(args []string, stdout, stderr io.Writer) error {
 	if _, err := watch.ParseExpr(pos[0]); err != nil {
 		return err
 	}
-	if !*explain {
-		if err := probes.CheckSupport(); err != nil {
-			return err
-		}
-	}
-	t, err := c.target()
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	bin, err := symbols.Open(t.Path, nil)
+	t, bin, start, err := openTraced(c, !*explain)
 	if err != nil {
 		return err
 	}
