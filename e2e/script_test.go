@@ -147,24 +147,36 @@ func TestScriptLineProbe(t *testing.T) {
 		t.Run(variant, func(t *testing.T) {
 			inst := nginxtest.Build(t, variant)
 			line := sourceLine(t, inst, "src/os/unix/ngx_recv.c", "n = recv(c->fd, buf, size, 0);")
+			// check names the line's address as FUNCTION+OFFSET; probe that too.
+			chk := runProbe(t, ngx("check", "--binary", inst.Binary, "-e", fmt.Sprintf("src/os/unix/ngx_recv.c:%d { }", line))...)
+			var offset string
+			for _, f := range strings.Fields(chk.stdout.String()) {
+				if strings.HasPrefix(f, "ngx_unix_recv+0x") {
+					offset = f
+				}
+			}
+			if chk.exitCode() != 0 || offset == "" {
+				t.Fatalf("check of the line probe: no ngx_unix_recv+OFFSET attach point: %s", chk)
+			}
 			s, base := startPlain(t, inst, 1, "")
 			p := startProbe(t, "run", "-p", strconv.Itoa(s.MasterPID()), "-o", "json",
-				"-e", fmt.Sprintf("src/os/unix/ngx_recv.c:%d { @recv_line = count() } ngx_unix_recv { @entry = count() }", line))
+				"-e", fmt.Sprintf("src/os/unix/ngx_recv.c:%d { @recv_line = count() } ngx_unix_recv { @entry = count() } %s { @offset = count() }", line, offset))
 			for i := 0; i < 4; i++ {
 				checkServes(t, base)
 			}
 			stopProbeOK(t, p)
 			aggs := aggregates(t, p)
-			lineHits, entryHits := int64(0), int64(0)
-			for _, r := range aggs["recv_line"].Rows {
-				lineHits += r.Value
+			sum := func(name string) (n int64) {
+				for _, r := range aggs[name].Rows {
+					n += r.Value
+				}
+				return n
 			}
-			for _, r := range aggs["entry"].Rows {
-				entryHits += r.Value
-			}
-			// Every call of ngx_unix_recv reaches its recv() line.
-			if lineHits == 0 || lineHits != entryHits {
-				t.Errorf("line %d hit %d times, the function's entry %d times; want equal and > 0: %s", line, lineHits, entryHits, p)
+			lineHits, entryHits, offsetHits := sum("recv_line"), sum("entry"), sum("offset")
+			// Every call of ngx_unix_recv reaches its recv() line, whose
+			// address the offset probe names.
+			if lineHits == 0 || lineHits != entryHits || offsetHits != lineHits {
+				t.Errorf("line %d hit %d times, %s %d times, the function's entry %d times; want all equal and > 0: %s", line, lineHits, offset, offsetHits, entryHits, p)
 			}
 		})
 	}
