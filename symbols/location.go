@@ -587,3 +587,69 @@ func sleb(r *bytes.Reader) (int64, error) {
 		}
 	}
 }
+
+// Location returns the location expression of the variable or parameter
+// e, of the compile unit cu, at pc: its DW_AT_location expression, or the
+// entry of its location list that covers pc (nil when none does).
+func (b *Binary) Location(cu, e *dwarf.Entry, pc uint64) ([]byte, error) {
+	f := e.AttrField(dwarf.AttrLocation)
+	if f == nil {
+		return nil, nil
+	}
+	switch f.Class {
+	case dwarf.ClassExprLoc:
+		v, _ := f.Val.([]byte)
+		return v, nil
+	case dwarf.ClassLocListPtr, dwarf.ClassLocList:
+		off, ok := f.Val.(int64)
+		if !ok {
+			return nil, nil
+		}
+		u, err := b.unitOf(cu)
+		if err != nil {
+			return nil, err
+		}
+		return b.locListAt(u, uint64(off), f.Class == dwarf.ClassLocList, pc)
+	}
+	return nil, fmt.Errorf("unsupported location class %v", f.Class)
+}
+
+// unitOf returns what location lists need of the unit cu, indexing it
+// if it was not yet.
+func (b *Binary) unitOf(cu *dwarf.Entry) (*unit, error) {
+	ix, err := b.idx()
+	if err != nil {
+		return nil, err
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if err := b.scanUnit(ix, cu.Offset); err != nil {
+		return nil, err
+	}
+	u := ix.units[cu.Offset]
+	if u == nil {
+		return nil, fmt.Errorf("no compile unit at %#x", cu.Offset)
+	}
+	return u, nil
+}
+
+// RegisterValue decodes a location that says a value is a register plus
+// a constant where it holds: DW_OP_regN, DW_OP_regx N, or DW_OP_bregN k;
+// DW_OP_stack_value. Other locations (memory, pieces, entry values) are
+// not register values, and ok is false.
+func RegisterValue(expr []byte) (reg int, add int64, ok bool) {
+	if len(expr) == 0 || expr[0] == opEntryValue || expr[0] == opGNUEntryVal {
+		return 0, 0, false
+	}
+	loc, err := decodeEntryExpr(expr, 0, errMidFunctionFrame)
+	if err != nil {
+		return 0, 0, false
+	}
+	switch loc.Kind {
+	case InRegister:
+		return loc.Reg, 0, true
+	case RegisterPlusOffset:
+		return loc.Reg, loc.Offset, true
+	}
+	return 0, 0, false
+}

@@ -22,11 +22,10 @@ func annotateLines(bin *symbols.Binary, sites []Site) {
 			cus[cu.Offset] = cu
 		}
 	}
-	ls := loadLocSections(bin)
 	for off, idx := range byUnit {
 		cu := cus[off]
 		lt := readLines(d, cu)
-		w := &scopeWalker{bin: bin, ls: ls, cu: newCUInfo(cu), sites: sites, chains: map[int][]inlined{}, subs: map[int]string{}}
+		w := &scopeWalker{bin: bin, cu: cu, sites: sites, chains: map[int][]inlined{}, subs: map[int]string{}}
 		r := d.Reader()
 		r.Seek(cu.Offset)
 		if e, err := r.Next(); err == nil && e != nil && e.Children {
@@ -135,8 +134,7 @@ type inlined struct {
 // scopeWalker reads a unit's DIE tree for the sites in it.
 type scopeWalker struct {
 	bin    *symbols.Binary
-	ls     *locSections
-	cu     cuInfo
+	cu     *dwarf.Entry
 	sites  []Site
 	chains map[int][]inlined // by site index, outermost first
 	subs   map[int]string    // by site index: the containing subprogram
@@ -219,7 +217,8 @@ func (w *scopeWalker) variable(e *dwarf.Entry, idx []int) {
 		if s.Base == NoReg {
 			continue
 		}
-		reg, add, ok := regValue(w.ls.locationAt(e, w.cu, s.Address))
+		loc, _ := w.bin.Location(w.cu, e, s.Address)
+		reg, add, ok := symbols.RegisterValue(loc)
 		if !ok || reg != s.Base {
 			continue
 		}
