@@ -32,7 +32,7 @@ type Module struct {
 	syms  []symbol // sorted by address
 
 	mu    sync.Mutex
-	units []unitRange                         // sorted by low address, for pc -> compile unit
+	units *symbols.UnitIndex
 	lines map[dwarf.Offset]*symbols.LineTable // per compile unit, built on first use
 	pcs   map[uint64][]Frame                  // symbolized pcs, stacks repeat
 }
@@ -40,11 +40,6 @@ type Module struct {
 type symbol struct {
 	name       string
 	addr, size uint64
-}
-
-type unitRange struct {
-	lo, hi uint64
-	cu     *dwarf.Entry
 }
 
 // ErrNoCFI means a module has neither .eh_frame nor .debug_frame.
@@ -72,9 +67,7 @@ func OpenModule(path string) (*Module, error) {
 		m.syms = append(m.syms, symbol{name: s.Name, addr: s.Value, size: s.Size})
 	}
 	sort.Slice(m.syms, func(i, j int) bool { return m.syms[i].addr < m.syms[j].addr })
-	if d := bin.DWARF(); d != nil {
-		m.indexUnits(d)
-	}
+	m.units = symbols.IndexUnits(bin.DWARF())
 	return m, nil
 }
 
@@ -141,40 +134,6 @@ func (m *Module) atFunctionEntry(vaddr uint64) bool {
 	return ok && s.addr == vaddr
 }
 
-func (m *Module) indexUnits(d *dwarf.Data) {
-	r := d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil || e == nil {
-			break
-		}
-		if e.Tag == dwarf.TagCompileUnit || e.Tag == dwarf.TagPartialUnit {
-			if ranges, err := d.Ranges(e); err == nil {
-				for _, rg := range ranges {
-					m.units = append(m.units, unitRange{rg[0], rg[1], e})
-				}
-			}
-		}
-		if e.Children {
-			r.SkipChildren()
-		}
-	}
-	sort.Slice(m.units, func(i, j int) bool { return m.units[i].lo < m.units[j].lo })
-}
-
-func (m *Module) unitFor(vaddr uint64) *dwarf.Entry {
-	i := sort.Search(len(m.units), func(i int) bool { return m.units[i].lo > vaddr }) - 1
-	for ; i >= 0; i-- {
-		if vaddr >= m.units[i].lo && vaddr < m.units[i].hi {
-			return m.units[i].cu
-		}
-		if m.units[i].hi <= vaddr && i > 0 && m.units[i-1].hi <= vaddr {
-			break
-		}
-	}
-	return nil
-}
-
 func (m *Module) linesFor(cu *dwarf.Entry) *symbols.LineTable {
 	if l, ok := m.lines[cu.Offset]; ok {
 		return l
@@ -198,7 +157,7 @@ func (m *Module) symbolize(vaddr uint64) []Frame {
 		base.Offset = vaddr - s.addr
 	}
 	frames := []Frame{base}
-	if cu := m.unitFor(vaddr); cu != nil {
+	if cu := m.units.At(vaddr); cu != nil {
 		l := m.linesFor(cu)
 		file, line := l.At(vaddr)
 		chain := m.inlineChain(cu, vaddr)

@@ -13,11 +13,11 @@ import (
 // DIE tree only down the entries whose ranges hold a site.
 func annotateLines(bin *symbols.Binary, sites []Site) {
 	d := bin.DWARF()
-	units := unitRanges(d)
+	units := symbols.IndexUnits(d)
 	byUnit := map[dwarf.Offset][]int{}
 	cus := map[dwarf.Offset]*dwarf.Entry{}
 	for i := range sites {
-		if cu := unitFor(units, sites[i].Address); cu != nil {
+		if cu := units.At(sites[i].Address); cu != nil {
 			byUnit[cu.Offset] = append(byUnit[cu.Offset], i)
 			cus[cu.Offset] = cu
 		}
@@ -51,49 +51,6 @@ func annotateLines(bin *symbols.Binary, sites []Site) {
 			s.Frames = append(s.Frames, Frame{Function: name, File: file, Line: line})
 		}
 	}
-}
-
-type unitRange struct {
-	lo, hi uint64
-	cu     *dwarf.Entry
-}
-
-func unitRanges(d *dwarf.Data) []unitRange {
-	var out []unitRange
-	r := d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil || e == nil {
-			break
-		}
-		if e.Tag == dwarf.TagCompileUnit || e.Tag == dwarf.TagPartialUnit {
-			if rs, err := d.Ranges(e); err == nil {
-				for _, rg := range rs {
-					out = append(out, unitRange{rg[0], rg[1], e})
-				}
-			}
-		}
-		if e.Children {
-			r.SkipChildren()
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].lo < out[j].lo })
-	return out
-}
-
-func unitFor(units []unitRange, pc uint64) *dwarf.Entry {
-	i := sort.Search(len(units), func(i int) bool { return units[i].lo > pc }) - 1
-	if i >= 0 && pc < units[i].hi {
-		return units[i].cu
-	}
-	// Ranges of units do not overlap in practice; if they do, look
-	// through all of them.
-	for _, u := range units {
-		if pc >= u.lo && pc < u.hi {
-			return u.cu
-		}
-	}
-	return nil
 }
 
 // lineTable adds what watch needs to a unit's line table.
