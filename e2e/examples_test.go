@@ -72,35 +72,12 @@ func exEvents(t testing.TB, p *proc) []exEvent {
 	return evs
 }
 
-// named is the value the script named name (print(name = ...)).
-func (e exEvent) named(name string) (Value, bool) {
-	for _, v := range e.Values {
-		if v.Name == name {
-			return v, true
-		}
-	}
-	return Value{}, false
-}
-
 // num is the readable integer value named name.
-func (e exEvent) num(name string) (int64, bool) {
-	v, ok := e.named(name)
-	if !ok || !v.Readable {
-		return 0, false
-	}
-	return v.Int()
-}
+func (e exEvent) num(name string) (int64, bool) { return readableInt(e.ByName(name)) }
 
 // str is the readable string value named name.
-func (e exEvent) str(name string) (string, bool) {
-	v, ok := e.named(name)
-	if !ok || !v.Readable {
-		return "", false
-	}
-	return v.Str()
-}
+func (e exEvent) str(name string) (string, bool) { return readableStr(e.ByName(name)) }
 
-// is: the value named name is the integer want.
 func (e exEvent) is(name string, want int64) bool {
 	n, ok := e.num(name)
 	return ok && n == want
@@ -174,7 +151,7 @@ func (r *exRun) index(ev exEvent) int {
 // wantNum checks the integer value named name.
 func (r *exRun) wantNum(ev exEvent, name string, want int64) {
 	r.t.Helper()
-	v, ok := ev.named(name)
+	v, ok := ev.ByName(name)
 	if !ok {
 		r.t.Errorf("%s event has no value %q: %s", ev.Probe, name, ev)
 		return
@@ -187,7 +164,7 @@ func (r *exRun) wantNum(ev exEvent, name string, want int64) {
 // wantStr checks the string value named name.
 func (r *exRun) wantStr(ev exEvent, name, want string) {
 	r.t.Helper()
-	v, ok := ev.named(name)
+	v, ok := ev.ByName(name)
 	if !ok {
 		r.t.Errorf("%s event has no value %q: %s", ev.Probe, name, ev)
 		return
@@ -200,7 +177,7 @@ func (r *exRun) wantStr(ev exEvent, name, want string) {
 // wantRole checks a c->listening value: "client" or "upstream".
 func (r *exRun) wantRole(ev exEvent, name, want string) {
 	r.t.Helper()
-	v, ok := ev.named(name)
+	v, ok := ev.ByName(name)
 	if !ok {
 		r.t.Errorf("%s event has no value %q: %s", ev.Probe, name, ev)
 		return

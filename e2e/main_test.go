@@ -331,19 +331,31 @@ func (e Event) ByExpr(expr string) (Value, bool) {
 	return Value{}, false
 }
 
+// ByName returns the value a script named name (print(name = ...)).
+func (e Event) ByName(name string) (Value, bool) {
+	for _, v := range e.Values {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Value{}, false
+}
+
 // IntExpr is the readable integer value of expr.
-func (e Event) IntExpr(expr string) (int64, bool) {
-	v, ok := e.ByExpr(expr)
-	if !ok || !v.Readable {
+func (e Event) IntExpr(expr string) (int64, bool) { return readableInt(e.ByExpr(expr)) }
+
+// StrExpr is the readable string value of expr.
+func (e Event) StrExpr(expr string) (string, bool) { return readableStr(e.ByExpr(expr)) }
+
+func readableInt(v Value, found bool) (int64, bool) {
+	if !found || !v.Readable {
 		return 0, false
 	}
 	return v.Int()
 }
 
-// StrExpr is the readable string value of expr.
-func (e Event) StrExpr(expr string) (string, bool) {
-	v, ok := e.ByExpr(expr)
-	if !ok || !v.Readable {
+func readableStr(v Value, found bool) (string, bool) {
+	if !found || !v.Readable {
 		return "", false
 	}
 	return v.Str()
