@@ -36,3 +36,42 @@ bench_stop() {
 for _ in $(seq 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.1; done
 master=$(cat "$work/nginx.pid")
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+rps() { wrk -t1 -c16 -d"${DURATION}s" "http://127.0.0.1:$port/$1" | awk '/Requests\/sec/ {print int($2)}'; }
+
+# bench_wrk VARIANT...: for /static and /proxy, RUNS rounds of the variants
+# in turn ("baseline" runs nothing; others run `attach VARIANT` in the
+# background), then median rps and retention against the baseline. The
+# caller defines attach, and may define ready_line VARIANT (the stderr line
+# that says wrk may start, default "attached"), while_attached VARIANT PID
+# and after_detach VARIANT.
+bench_wrk() {
+  local path v b m ready
+  for path in static proxy; do
+    declare -A runs=()
+    for _ in $(seq "$RUNS"); do
+      for v in "$@"; do
+        if [ "$v" = baseline ]; then
+          runs[$v]="${runs[$v]:-} $(rps "$path")"
+          continue
+        fi
+        attach "$v" 2>"$work/probe.err" &
+        probe_pid=$!
+        ready=attached
+        declare -F ready_line >/dev/null && ready=$(ready_line "$v")
+        for _ in $(seq 300); do grep -qi "$ready" "$work/probe.err" 2>/dev/null && break; sleep 0.05; done
+        sleep 0.5
+        runs[$v]="${runs[$v]:-} $(rps "$path")"
+        declare -F while_attached >/dev/null && while_attached "$v" "$probe_pid" "$path"
+        # attach runs in a subshell, which defers signals: signal its child.
+        pkill -INT -P "$probe_pid" 2>/dev/null || true; wait "$probe_pid" || true; probe_pid=""
+        declare -F after_detach >/dev/null && after_detach "$v"
+      done
+    done
+    b=$(median ${runs[baseline]})
+    for v in "$@"; do
+      m=$(median ${runs[$v]})
+      printf 'wrk_%s %-32s median_rps %8s retention %s runs%s\n' "$path" "$v" "$m" "$(awk -v p="$m" -v b="$b" 'BEGIN {printf "%.3f", p/b}')" "${runs[$v]}"
+    done
+    unset runs
+  done
+}

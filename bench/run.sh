@@ -69,7 +69,6 @@ for t in "${tools[@]}"; do
 done
 
 [ -n "${SKIP_WRK:-}" ] && exit 0
-rps() { wrk -t1 -c16 -d"${DURATION}s" "http://127.0.0.1:$port/$1" | awk '/Requests\/sec/ {print int($2)}'; }
 bash bench/bpftrace-default.sh "$nginx" >"$work/default.bt"
 # variant -> attach command; each prints "attach" on stderr once attached
 attach() {
@@ -86,33 +85,16 @@ if command -v perf >/dev/null; then
   perf_add_all
   variants+=(perf_probe_same_points)
 fi
+# Wait for any line with "attach": ngxprobe's and perf_record's "attached",
+# bpftrace's "Attaching N probes".
+ready_line() { echo attach; }
+declare -A rss=()
+while_attached() {
+  [ "$1" = ngxprobe_default ] || return 0
+  rss[$3]="${rss[$3]:-} $(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -P "$2" | head -1)/status")"
+}
+after_detach() { if [ "$1" = perf_probe_same_points ]; then perf_stop && perf_add_all; fi; }
+bench_wrk "${variants[@]}"
 for path in static proxy; do
-  declare -A runs=()
-  rss=()
-  for _ in $(seq "$RUNS"); do
-    for v in "${variants[@]}"; do
-      if [ "$v" = baseline ]; then
-        runs[$v]="${runs[$v]:-} $(rps "$path")"
-        continue
-      fi
-      attach "$v" 2>"$work/probe.err" &
-      probe_pid=$!
-      for _ in $(seq 200); do grep -qi attach "$work/probe.err" 2>/dev/null && break; sleep 0.05; done
-      sleep 0.5
-      runs[$v]="${runs[$v]:-} $(rps "$path")"
-      if [ "$v" = ngxprobe_default ]; then
-        rss+=("$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -P "$probe_pid" | head -1)/status")")
-      fi
-      # attach runs in a subshell, which defers signals: signal its child.
-      pkill -INT -P "$probe_pid" 2>/dev/null || true; wait "$probe_pid" || true; probe_pid=""
-      [ "$v" = perf_probe_same_points ] && perf_stop && perf_add_all
-    done
-  done
-  b=$(median ${runs[baseline]})
-  for v in "${variants[@]}"; do
-    m=$(median ${runs[$v]})
-    printf 'wrk_%s %-32s median_rps %8s retention %s runs%s\n' "$path" "$v" "$m" "$(awk -v p="$m" -v b="$b" 'BEGIN {printf "%.3f", p/b}')" "${runs[$v]}"
-  done
-  echo "ngxprobe_rss_kib_while_attached ($path, default set) median $(median "${rss[@]}") runs ${rss[*]}"
-  unset runs
+  echo "ngxprobe_rss_kib_while_attached ($path, default set) median $(median ${rss[$path]}) runs${rss[$path]}"
 done

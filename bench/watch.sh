@@ -35,33 +35,9 @@ attach() {
     bpftrace_recv_entry_return) bpftrace "$work/recv.bt" 2>&1 >/dev/null | cat ;;
   esac
 }
-rps() { wrk -t1 -c16 -d"${DURATION}s" "http://127.0.0.1:$port/$1" | awk '/Requests\/sec/ {print int($2)}'; }
 variants=(baseline ngxprobe_watch_exact ngxprobe_watch_diff_recv)
 command -v bpftrace >/dev/null && variants+=(bpftrace_recv_entry_return)
-for path in static proxy; do
-  declare -A runs=()
-  for _ in $(seq "$RUNS"); do
-    for v in "${variants[@]}"; do
-      if [ "$v" = baseline ]; then
-        runs[$v]="${runs[$v]:-} $(rps "$path")"
-        continue
-      fi
-      attach "$v" 2>"$work/probe.err" &
-      probe_pid=$!
-      # Wait for the stack unwinder's one-off module indexing (about a
-      # second of CPU, reported as "stacks ready") to be over.
-      ready=attached
-      case "$v" in ngxprobe_*) ready="stacks ready" ;; esac
-      for _ in $(seq 300); do grep -qi "$ready" "$work/probe.err" 2>/dev/null && break; sleep 0.05; done
-      sleep 0.5
-      runs[$v]="${runs[$v]:-} $(rps "$path")"
-      pkill -INT -P "$probe_pid" 2>/dev/null || true; wait "$probe_pid" || true; probe_pid=""
-    done
-  done
-  b=$(median ${runs[baseline]})
-  for v in "${variants[@]}"; do
-    m=$(median ${runs[$v]})
-    printf 'wrk_%s %-28s median_rps %8s retention %s runs%s\n' "$path" "$v" "$m" "$(awk -v p="$m" -v b="$b" 'BEGIN {printf "%.3f", p/b}')" "${runs[$v]}"
-  done
-  unset runs
-done
+# The one-off indexing of debug info for stacks (about a second of CPU) is
+# over once ngxprobe says "stacks ready".
+ready_line() { case "$1" in ngxprobe_*) echo "stacks ready" ;; *) echo attached ;; esac; }
+bench_wrk "${variants[@]}"
