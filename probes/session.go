@@ -436,37 +436,75 @@ func loads(p program, m maps) bool {
 // set a deadline (SetDeadline) to bound how long events wait.
 func (s *Session) Read() (Event, error) {
 	for {
-		if s.reader == nil {
-			return Event{}, ErrClosed
-		}
-		err := s.reader.ReadInto(&s.record)
-		if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
-			return Event{}, ErrClosed
-		}
+		raw, err := s.readSample()
 		if err != nil {
-			return Event{}, err // os.ErrDeadlineExceeded among others
-		}
-		raw := s.record.RawSample
-		if len(raw) < headerSize {
-			continue
-		}
-		id := binary.LittleEndian.Uint32(raw[hdrProbeID:])
-		if int(id) >= len(s.probes) {
-			continue
-		}
-		pidTgid := binary.LittleEndian.Uint64(raw[hdrPidTgid:])
-		ev := Event{
-			Probe:  s.probes[id],
-			PID:    uint32(pidTgid >> 32),
-			TID:    uint32(pidTgid),
-			TimeNS: binary.LittleEndian.Uint64(raw[hdrTime:]),
-		}
-		if ev.Values, err = s.layouts[id].decode(raw); err != nil {
 			return Event{}, err
 		}
-		ev.Stack = s.layouts[id].decodeStack(raw, int(ev.PID))
-		return ev, nil
+		if ev, ok, err := s.Decode(raw); ok || err != nil {
+			return ev, err
+		}
 	}
+}
+
+// ReadRecord is Read without decoding: it returns a copy of the next raw
+// event for Decode. A record is several times smaller than its decoded
+// event, so a reader that must queue events before they are printed
+// queues records.
+func (s *Session) ReadRecord() ([]byte, error) {
+	raw, err := s.readSample()
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), raw...), nil
+}
+
+// MaxRecordSize is the largest record a probe of the session emits.
+func (s *Session) MaxRecordSize() int {
+	n := headerSize
+	for _, l := range s.layouts {
+		n = max(n, l.size)
+	}
+	return n
+}
+
+// readSample returns the next sample, valid until the next call.
+func (s *Session) readSample() ([]byte, error) {
+	if s.reader == nil {
+		return nil, ErrClosed
+	}
+	err := s.reader.ReadInto(&s.record)
+	if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		return nil, ErrClosed
+	}
+	if err != nil {
+		return nil, err // os.ErrDeadlineExceeded among others
+	}
+	return s.record.RawSample, nil
+}
+
+// Decode turns a record into an Event; ok is false for a record that no
+// probe of the session emitted. Decode only reads the session's probes,
+// so it may run in another goroutine than Read.
+func (s *Session) Decode(raw []byte) (ev Event, ok bool, err error) {
+	if len(raw) < headerSize {
+		return Event{}, false, nil
+	}
+	id := binary.LittleEndian.Uint32(raw[hdrProbeID:])
+	if int(id) >= len(s.probes) {
+		return Event{}, false, nil
+	}
+	pidTgid := binary.LittleEndian.Uint64(raw[hdrPidTgid:])
+	ev = Event{
+		Probe:  s.probes[id],
+		PID:    uint32(pidTgid >> 32),
+		TID:    uint32(pidTgid),
+		TimeNS: binary.LittleEndian.Uint64(raw[hdrTime:]),
+	}
+	if ev.Values, err = s.layouts[id].decode(raw); err != nil {
+		return Event{}, false, err
+	}
+	ev.Stack = s.layouts[id].decodeStack(raw, int(ev.PID))
+	return ev, true, nil
 }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded after t.

@@ -357,13 +357,22 @@ func consume(sess *probes.Session, duration time.Duration, unwinder *stacks.Unwi
 	delivered := map[*probes.Probe]uint64{}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := make(chan probes.Event, queueLen)
+	records := make(chan []byte, queueLen(sess.MaxRecordSize()))
 	readDone := make(chan error, 1)
-	go func() { readDone <- readEvents(ctx, sess, events, stderr) }()
+	go func() { readDone <- readRecords(ctx, sess, records, stderr) }()
 	var printErr error
-	for ev := range events {
+	for raw := range records {
 		if printErr != nil {
 			continue // drain, so that the reader can finish
+		}
+		ev, ok, err := sess.Decode(raw)
+		if err != nil {
+			printErr = err
+			cancel()
+			continue
+		}
+		if !ok {
+			continue
 		}
 		delivered[ev.Probe]++
 		var st *stacks.Stack
@@ -372,7 +381,7 @@ func consume(sess *probes.Session, duration time.Duration, unwinder *stacks.Unwi
 			st = &unwound
 		}
 		printErr = print(ev, st)
-		if printErr == nil && len(events) == 0 {
+		if printErr == nil && len(records) == 0 {
 			printErr = buffered.Flush() // caught up: show what we have
 		}
 		if printErr != nil {
@@ -424,37 +433,48 @@ func prepareStacks(u *stacks.Unwinder, t *target.Target, stderr io.Writer) {
 	}()
 }
 
-// queueLen bounds events read from the ring but not yet printed. The
-// reader keeps draining the ring while the first stacks index their
-// modules (a few hundred ms for a libc with debug info); past the queue,
-// the ring fills and the kernel counts what is lost.
-const queueLen = 16384
+// The queue between the ring and the printer holds records read but not
+// yet printed: the reader keeps draining the ring while the first stacks
+// index their modules (a few hundred ms for a libc with debug info), and
+// past the queue the ring fills and the kernel counts what is lost.
+// Records, not decoded events (several times larger), are queued, and the
+// queue is bounded by bytes too: default-set records (under 1 KiB) fill
+// 8 MiB, while stack records (8 KiB each) stop at 64 MiB.
+const (
+	maxQueued  = 16384
+	queueBytes = 64 << 20
+)
 
-// readEvents moves events from the ring to out until ctx ends, then
+// queueLen is how many records of up to recordSize bytes the queue holds.
+func queueLen(recordSize int) int {
+	return min(maxQueued, max(256, queueBytes/max(recordSize, 1)))
+}
+
+// readRecords moves records from the ring to out until ctx ends, then
 // detaches and drains: every hit is then either delivered or counted lost.
-func readEvents(ctx context.Context, sess *probes.Session, out chan<- probes.Event, stderr io.Writer) error {
+func readRecords(ctx context.Context, sess *probes.Session, out chan<- []byte, stderr io.Writer) error {
 	defer close(out)
 	for ctx.Err() == nil {
 		sess.SetDeadline(time.Now().Add(pollInterval))
-		ev, err := sess.Read()
+		raw, err := sess.ReadRecord()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		out <- ev
+		out <- raw
 	}
 	if err := sess.Detach(); err != nil {
 		fmt.Fprintf(stderr, "ngxprobe: detach: %v\n", err)
 	}
 	sess.SetDeadline(time.Now())
 	for {
-		ev, err := sess.Read()
+		raw, err := sess.ReadRecord()
 		if err != nil {
 			return nil
 		}
-		out <- ev
+		out <- raw
 	}
 }
 
