@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -47,30 +46,7 @@ type exEvent struct {
 
 // exEvents parses the JSON events ngxprobe has printed so far, with their
 // stacks (events() drops them).
-func exEvents(t testing.TB, p *proc) []exEvent {
-	t.Helper()
-	out := p.stdout.String()
-	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
-		out = out[:i+1]
-	} else {
-		out = ""
-	}
-	var evs []exEvent
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, `{"aggregate"`) {
-			continue
-		}
-		var ev exEvent
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Fatalf("ngxprobe printed a line that is not a JSON event: %v\n%s", err, line)
-		}
-		evs = append(evs, ev)
-	}
-	return evs
-}
+func exEvents(t testing.TB, p *proc) []exEvent { return jsonLines[exEvent](t, p) }
 
 // num is the readable integer value named name.
 func (e exEvent) num(name string) (int64, bool) { return readableInt(e.ByName(name)) }
@@ -148,12 +124,21 @@ func (r *exRun) index(ev exEvent) int {
 	return -1
 }
 
-// wantNum checks the integer value named name.
-func (r *exRun) wantNum(ev exEvent, name string, want int64) {
+// value is the value named name; its absence fails the test.
+func (r *exRun) value(ev exEvent, name string) (Value, bool) {
 	r.t.Helper()
 	v, ok := ev.ByName(name)
 	if !ok {
 		r.t.Errorf("%s event has no value %q: %s", ev.Probe, name, ev)
+	}
+	return v, ok
+}
+
+// wantNum checks the integer value named name.
+func (r *exRun) wantNum(ev exEvent, name string, want int64) {
+	r.t.Helper()
+	v, ok := r.value(ev, name)
+	if !ok {
 		return
 	}
 	if n, isInt := v.Int(); !v.Readable || !isInt || n != want {
@@ -164,9 +149,8 @@ func (r *exRun) wantNum(ev exEvent, name string, want int64) {
 // wantStr checks the string value named name.
 func (r *exRun) wantStr(ev exEvent, name, want string) {
 	r.t.Helper()
-	v, ok := ev.ByName(name)
+	v, ok := r.value(ev, name)
 	if !ok {
-		r.t.Errorf("%s event has no value %q: %s", ev.Probe, name, ev)
 		return
 	}
 	if s, isStr := v.Str(); !v.Readable || !isStr || s != want {
@@ -177,9 +161,8 @@ func (r *exRun) wantStr(ev exEvent, name, want string) {
 // wantRole checks a c->listening value: "client" or "upstream".
 func (r *exRun) wantRole(ev exEvent, name, want string) {
 	r.t.Helper()
-	v, ok := ev.ByName(name)
+	v, ok := r.value(ev, name)
 	if !ok {
-		r.t.Errorf("%s event has no value %q: %s", ev.Probe, name, ev)
 		return
 	}
 	if s, _ := v.Str(); !v.Readable || s != want || v.Role != want {

@@ -368,28 +368,26 @@ func (e Event) String() string {
 
 // events parses the complete JSON lines ngxprobe has printed so far.
 // A line that does not parse fails the test.
-func events(t testing.TB, p *proc) []Event {
+func events(t testing.TB, p *proc) []Event { return jsonLines[Event](t, p) }
+
+// jsonLines parses the complete lines ngxprobe has printed so far as T,
+// skipping the aggregate lines printed at exit (see aggregates). A line
+// that does not parse fails the test.
+func jsonLines[T any](t testing.TB, p *proc) []T {
 	t.Helper()
 	out := p.stdout.String()
-	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
-		out = out[:i+1]
-	} else {
-		out = ""
-	}
-	var evs []Event
+	out = out[:strings.LastIndexByte(out, '\n')+1] // a line still being written waits
+	var evs []T
 	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
-		if line == "" {
+		if line == "" || strings.HasPrefix(line, `{"aggregate"`) {
 			continue
 		}
-		if strings.HasPrefix(line, `{"aggregate"`) {
-			continue // printed at exit; see aggregates
-		}
-		var ev Event
+		var ev T
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Fatalf("ngxprobe printed a line that is not a JSON event: %v\n%s", err, line)
+			t.Fatalf("ngxprobe printed a line that is not a JSON %T: %v\n%s", ev, err, line)
 		}
 		evs = append(evs, ev)
 	}

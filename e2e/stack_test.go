@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -194,22 +192,7 @@ func privateBinary(t *testing.T, inst nginxtest.Install) nginxtest.Install {
 }
 
 // stackEvents parses the complete JSON lines ngxprobe printed so far.
-func stackEvents(t testing.TB, p *proc) []stackEvent {
-	t.Helper()
-	out := p.stdout.String()
-	out = out[:strings.LastIndexByte(out, '\n')+1]
-	var evs []stackEvent
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 4<<20)
-	for sc.Scan() {
-		var ev stackEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("ngxprobe printed a line that is not a JSON event: %v\n%s", err, sc.Text())
-		}
-		evs = append(evs, ev)
-	}
-	return evs
-}
+func stackEvents(t testing.TB, p *proc) []stackEvent { return jsonLines[stackEvent](t, p) }
 
 // gdbBacktrace attaches gdb to the worker, stops it at the first
 // instruction of fn while a client sends a request, and returns the

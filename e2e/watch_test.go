@@ -64,25 +64,11 @@ func watchBase(sym string) string {
 // flips parses the flip lines printed so far.
 func flips(t testing.TB, p *proc) []FlipEvent {
 	t.Helper()
-	var out []FlipEvent
-	text := p.stdout.String()
-	if i := strings.LastIndexByte(text, '\n'); i >= 0 {
-		text = text[:i+1]
-	} else {
-		text = ""
-	}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
+	out := jsonLines[FlipEvent](t, p)
+	for _, f := range out {
+		if f.Flip.Field == "" {
+			t.Fatalf("ngxprobe watch printed a line that is not a flip: %+v", f)
 		}
-		var f FlipEvent
-		if err := json.Unmarshal([]byte(line), &f); err != nil || f.Flip.Field == "" {
-			t.Fatalf("ngxprobe watch printed a line that is not a flip: %v\n%s", err, line)
-		}
-		out = append(out, f)
 	}
 	return out
 }
