@@ -166,8 +166,8 @@ func (m *Module) symbolize(vaddr uint64) []Frame {
 		frames = frames[:0]
 		for i := len(chain) - 1; i >= 0; i-- {
 			in := chain[i]
-			frames = append(frames, Frame{Module: base.Module, Address: vaddr, Symbol: in.name, File: file, Line: line, Inlined: true})
-			file, line = l.FileName(in.callFile), in.callLine
+			frames = append(frames, Frame{Module: base.Module, Address: vaddr, Symbol: in.Name, File: file, Line: line, Inlined: true})
+			file, line = l.FileName(in.CallFile), in.CallLine
 		}
 		base.File, base.Line = file, line
 		frames = append(frames, base)
@@ -176,22 +176,16 @@ func (m *Module) symbolize(vaddr uint64) []Frame {
 	return frames
 }
 
-type inlined struct {
-	name     string
-	callFile int
-	callLine int
-}
-
 // inlineChain lists the DW_TAG_inlined_subroutine entries containing
 // vaddr, outermost first.
-func (m *Module) inlineChain(cu *dwarf.Entry, vaddr uint64) []inlined {
+func (m *Module) inlineChain(cu *dwarf.Entry, vaddr uint64) []symbols.InlinedCall {
 	d := m.bin.DWARF()
 	r := d.Reader()
 	r.Seek(cu.Offset)
 	if _, err := r.Next(); err != nil {
 		return nil
 	}
-	var chain []inlined
+	var chain []symbols.InlinedCall
 	depth := 1
 	for depth > 0 {
 		e, err := r.Next()
@@ -214,18 +208,7 @@ func (m *Module) inlineChain(cu *dwarf.Entry, vaddr uint64) []inlined {
 			continue
 		}
 		if e.Tag == dwarf.TagInlinedSubroutine {
-			name, _ := m.bin.Attr(e, dwarf.AttrName).(string)
-			if name == "" {
-				name = "?"
-			}
-			in := inlined{name: name}
-			if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok {
-				in.callFile = int(v)
-			}
-			if v, ok := e.Val(dwarf.AttrCallLine).(int64); ok {
-				in.callLine = int(v)
-			}
-			chain = append(chain, in)
+			chain = append(chain, m.bin.InlinedCall(e))
 		}
 		if e.Children {
 			depth++

@@ -255,13 +255,10 @@ func (b *Binary) InlineSites(name string) []InlineSite {
 				callerDepth = depth
 			}
 		case dwarf.TagInlinedSubroutine:
-			if n, _ := b.Attr(e, dwarf.AttrName).(string); n == name {
-				s := InlineSite{Caller: caller}
-				if i, ok := e.Val(dwarf.AttrCallFile).(int64); ok && i >= 0 && int(i) < len(files) && files[i] != nil {
+			if call := b.InlinedCall(e); call.Name == name {
+				s := InlineSite{Caller: caller, Line: call.CallLine}
+				if i := call.CallFile; i >= 0 && i < len(files) && files[i] != nil {
 					s.File = files[i].Name
-				}
-				if l, ok := e.Val(dwarf.AttrCallLine).(int64); ok {
-					s.Line = int(l)
 				}
 				if rs, err := b.dwarf.Ranges(e); err == nil && len(rs) > 0 {
 					s.Low = rs[0][0]

@@ -62,3 +62,27 @@ func (x *UnitIndex) At(pc uint64) *dwarf.Entry {
 	}
 	return nil
 }
+
+// InlinedCall is a DW_TAG_inlined_subroutine entry: the function inlined
+// there and the call site, whose file is an index into the unit's line
+// table files (LineTable.FileName).
+type InlinedCall struct {
+	Name     string // "?" when the entry names none
+	CallFile int
+	CallLine int
+}
+
+// InlinedCall reads e, a DW_TAG_inlined_subroutine entry.
+func (b *Binary) InlinedCall(e *dwarf.Entry) InlinedCall {
+	c := InlinedCall{Name: "?", CallFile: -1}
+	if name, _ := b.Attr(e, dwarf.AttrName).(string); name != "" {
+		c.Name = name
+	}
+	if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok {
+		c.CallFile = int(v)
+	}
+	if v, ok := e.Val(dwarf.AttrCallLine).(int64); ok {
+		c.CallLine = int(v)
+	}
+	return c
+}

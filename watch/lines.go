@@ -25,7 +25,7 @@ func annotateLines(bin *symbols.Binary, sites []Site) {
 	for off, idx := range byUnit {
 		cu := cus[off]
 		lt := readLines(d, cu)
-		w := &scopeWalker{bin: bin, cu: cu, sites: sites, chains: map[int][]inlined{}, subs: map[int]string{}}
+		w := &scopeWalker{bin: bin, cu: cu, sites: sites, chains: map[int][]symbols.InlinedCall{}, subs: map[int]string{}}
 		r := d.Reader()
 		r.Seek(cu.Offset)
 		if e, err := r.Next(); err == nil && e != nil && e.Children {
@@ -41,8 +41,8 @@ func annotateLines(bin *symbols.Binary, sites []Site) {
 			chain := w.chains[i] // outermost first
 			s.Frames = s.Frames[:0]
 			for k := len(chain) - 1; k >= 0; k-- {
-				s.Frames = append(s.Frames, Frame{Function: chain[k].name, File: file, Line: line})
-				file, line = lt.FileName(chain[k].callFile), chain[k].callLine
+				s.Frames = append(s.Frames, Frame{Function: chain[k].Name, File: file, Line: line})
+				file, line = lt.FileName(chain[k].CallFile), chain[k].CallLine
 			}
 			name := w.subs[i]
 			if name == "" {
@@ -82,19 +82,13 @@ func (lt lineTable) linesIn(lo, hi uint64, file string, line int) []int {
 	return out
 }
 
-type inlined struct {
-	name     string
-	callFile int
-	callLine int
-}
-
 // scopeWalker reads a unit's DIE tree for the sites in it.
 type scopeWalker struct {
 	bin    *symbols.Binary
 	cu     *dwarf.Entry
 	sites  []Site
-	chains map[int][]inlined // by site index, outermost first
-	subs   map[int]string    // by site index: the containing subprogram
+	chains map[int][]symbols.InlinedCall // by site index, outermost first
+	subs   map[int]string                // by site index: the containing subprogram
 }
 
 // walk reads the children of the entry just read, whose scope holds the
@@ -131,25 +125,16 @@ func (w *scopeWalker) walk(r *dwarf.Reader, idx []int, depth int) {
 			}
 		}
 		if len(in) > 0 {
-			name, _ := w.bin.Attr(e, dwarf.AttrName).(string)
 			switch e.Tag {
 			case dwarf.TagSubprogram:
+				name, _ := w.bin.Attr(e, dwarf.AttrName).(string)
 				for _, i := range in {
 					w.subs[i] = name
 				}
 			case dwarf.TagInlinedSubroutine:
-				if name == "" {
-					name = "?"
-				}
-				in2 := inlined{name: name}
-				if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok {
-					in2.callFile = int(v)
-				}
-				if v, ok := e.Val(dwarf.AttrCallLine).(int64); ok {
-					in2.callLine = int(v)
-				}
+				call := w.bin.InlinedCall(e)
 				for _, i := range in {
-					w.chains[i] = append(w.chains[i], in2)
+					w.chains[i] = append(w.chains[i], call)
 				}
 			}
 		}
