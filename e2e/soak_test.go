@@ -18,6 +18,7 @@ import (
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
 	"github.com/ngxprobe/ngxprobe/internal/probeset"
 	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/script"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -381,7 +382,11 @@ func TestRepeatedAttachMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bin.Close()
-	resolved, err := probeset.Resolve(bin, probeset.Default())
+	parsed, err := script.ParseText(probeset.DefaultName, probeset.Default, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolved, err := script.Compile(bin, parsed)
 	if err != nil {
 		t.Fatal(err)
 	}

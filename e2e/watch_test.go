@@ -17,14 +17,32 @@ import (
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
 	"github.com/ngxprobe/ngxprobe/internal/testenv"
 	"github.com/ngxprobe/ngxprobe/stacks"
-	"github.com/ngxprobe/ngxprobe/watch"
 )
 
 // FlipEvent is one line of ngxprobe watch -o json.
 type FlipEvent struct {
 	PID   int           `json:"pid"`
-	Flip  watch.Flip    `json:"flip"`
+	Flip  Flip          `json:"flip"`
 	Stack *stacks.Stack `json:"stack"`
+}
+
+// Flip is the "flip" object of a watch event, with the keys the README
+// documents.
+type Flip struct {
+	Mode     string `json:"mode"`
+	Field    string `json:"field"`
+	Old      uint64 `json:"old"`
+	New      uint64 `json:"new"`
+	Conn     int64  `json:"conn"`
+	Role     string `json:"role"`
+	LoggedAs int64  `json:"logged_as"`
+	Client   string `json:"client,omitempty"`
+	Function string `json:"function"`
+	File     string `json:"file,omitempty"`
+	Line     int    `json:"line,omitempty"`
+	Site     string `json:"site,omitempty"`
+	From     string `json:"from,omitempty"`
+	To       string `json:"to,omitempty"`
 }
 
 func (f FlipEvent) String() string {

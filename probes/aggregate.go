@@ -93,7 +93,7 @@ func (s *Session) createAggregations(probes []*Probe) (scratch *ebpf.Map, err er
 				if err != nil {
 					return nil, fmt.Errorf("create map for @%s: %w", a.Name, err)
 				}
-				s.maps = append(s.maps, a.m)
+				s.owned = append(s.owned, a.m)
 				s.aggregations = append(s.aggregations, a)
 			} else if !sameShape(a.keys, l) {
 				return nil, fmt.Errorf("%w: @%s in %s", ErrAggregateShape, a.Name, p.Name)
@@ -108,13 +108,13 @@ func (s *Session) createAggregations(probes []*Probe) (scratch *ebpf.Map, err er
 	if err != nil {
 		return nil, fmt.Errorf("create scratch map: %w", err)
 	}
-	s.maps = append(s.maps, scratch)
+	s.owned = append(s.owned, scratch)
 	return scratch, nil
 }
 
 // aggregate emits one update: build the key in the scratch map, evaluate
 // the value, then add to this CPU's entry or create it.
-func (e *emitter) aggregate(p program, m maps, u AggregateUpdate) error {
+func (e *emitter) aggregate(p program, m mapFDs, u AggregateUpdate) error {
 	a := u.Aggregation
 	skip := e.label("agg_skip")
 	e.emit(

@@ -8,11 +8,26 @@ import (
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
-// ptRegsOffset maps x86-64 DWARF register numbers to struct pt_regs.
+// ptRegsOffset maps DWARF register numbers (package symbols' numbering)
+// to their offsets in x86-64's struct pt_regs (arch/x86/include/asm/ptrace.h).
 var ptRegsOffset = map[int]int16{
-	0: 80, 1: 96, 2: 88, 3: 40, 4: 104, 5: 112, 6: 32, 7: 152,
-	8: 72, 9: 64, 10: 56, 11: 48, 12: 24, 13: 16, 14: 8, 15: 0,
-	16: 128, // return address column: rip
+	symbols.RegRAX: 80,
+	symbols.RegRDX: 96,
+	symbols.RegRCX: 88,
+	symbols.RegRBX: 40,
+	symbols.RegRSI: 104,
+	symbols.RegRDI: 112,
+	symbols.RegRBP: 32,
+	symbols.RegRSP: 152,
+	symbols.RegR8:  72,
+	symbols.RegR9:  64,
+	symbols.RegR10: 56,
+	symbols.RegR11: 48,
+	symbols.RegR12: 24,
+	symbols.RegR13: 16,
+	symbols.RegR14: 8,
+	symbols.RegR15: 0,
+	symbols.RegRIP: 128, // ip, for stack captures
 }
 
 // Registers with fixed roles in generated programs.
@@ -47,7 +62,8 @@ type program struct {
 	probeID uint32
 	emit    bool // write an event
 	layout  layout
-	ret     bool // a uretprobe
+	// isReturn: a return probe, attached with a uretprobe.
+	isReturn bool
 	// saveRoots: an entry program stores these for the return probe.
 	saveRoots []rootKey
 	// savedRoots: a return program reads non-return roots from here.
@@ -76,7 +92,8 @@ type processFilter struct {
 	includeChildren bool
 }
 
-type maps struct {
+// mapFDs are the file descriptors of the maps programs use.
+type mapFDs struct {
 	events, hits, lost, saved int // file descriptors
 	scratch                   int // aggregation keys are built here
 	aggregations              map[*Aggregation]int
@@ -129,7 +146,9 @@ func (e *emitter) planPrefixes(slots []valueSlot) {
 		off := int16(cacheTop - 8*len(e.prefixes))
 		e.prefixes[key] = off
 		// A slot stays 0 if its loads fault: later reads through it fault too.
-		// cilium's asm refuses a DWord StoreImm: store a zeroed register.
+		// asm.StoreImm (cilium/ebpf v0.22.0, asm/load_store.go) returns an
+		// InvalidOpCode instruction for asm.DWord, which fails to marshal,
+		// so a DWord store of a constant goes through a zeroed register.
 		e.emit(asm.Mov.Imm(asm.R1, 0), asm.StoreMem(asm.RFP, off, asm.R1, asm.DWord))
 	}
 }
@@ -158,7 +177,7 @@ func (e *emitter) emit(ins ...asm.Instruction) {
 func (e *emitter) mark(label string) { e.pending = append(e.pending, label) }
 
 // generate builds the instructions of one program.
-func generate(p program, m maps) (asm.Instructions, error) {
+func generate(p program, m mapFDs) (asm.Instructions, error) {
 	if err := p.layout.check(); err != nil {
 		return nil, err
 	}
@@ -167,7 +186,7 @@ func generate(p program, m maps) (asm.Instructions, error) {
 	e.processFilter(p.filter)
 	e.countHit(p, m)
 
-	if p.ret {
+	if p.isReturn {
 		e.lookupSaved(p, m)
 	}
 	if len(p.saveRoots) > 0 {
@@ -222,8 +241,8 @@ func generate(p program, m maps) (asm.Instructions, error) {
 			e.copyStack(p.layout)
 			e.copyReturns(p.layout, p.returns)
 		}
-		// Wake the reader only when the ring fills up: a wakeup per event
-		// costs more than the event. The reader polls between wakeups.
+		// Wake the reader only once wakeupBytes are pending: a wakeup per
+		// event costs more than the event. The reader polls between wakeups.
 		e.emit(
 			asm.LoadMapPtr(asm.R1, m.events),
 			asm.Mov.Imm(asm.R2, rbAvailData),
@@ -241,7 +260,7 @@ func generate(p program, m maps) (asm.Instructions, error) {
 	if p.where != nil {
 		e.mark("filtered")
 	}
-	if p.ret {
+	if p.isReturn {
 		// The entry's roots are consumed; a nested call gets its own.
 		e.emit(asm.JEq.Imm(regSaved, 0, "exit"))
 		e.savedMapArgs(p, m)
@@ -303,7 +322,7 @@ func (e *emitter) count(mapFD int, probeID uint32) {
 	e.mark(skip)
 }
 
-func (e *emitter) countHit(p program, m maps) { e.count(m.hits, p.probeID) }
+func (e *emitter) countHit(p program, m mapFDs) { e.count(m.hits, p.probeID) }
 
 // savedKey writes {pid_tgid, function id} at fp-16.
 func (e *emitter) savedKey(p program) {
@@ -317,7 +336,7 @@ func (e *emitter) savedKey(p program) {
 
 // savedMapArgs sets r1 and r2 for a call on the saved-roots map with this
 // thread's and function's key.
-func (e *emitter) savedMapArgs(p program, m maps) {
+func (e *emitter) savedMapArgs(p program, m mapFDs) {
 	e.savedKey(p)
 	e.emit(
 		asm.LoadMapPtr(asm.R1, m.saved),
@@ -326,7 +345,7 @@ func (e *emitter) savedMapArgs(p program, m maps) {
 	)
 }
 
-func (e *emitter) lookupSaved(p program, m maps) {
+func (e *emitter) lookupSaved(p program, m mapFDs) {
 	e.savedMapArgs(p, m)
 	e.emit(
 		asm.FnMapLookupElem.Call(),
@@ -336,7 +355,7 @@ func (e *emitter) lookupSaved(p program, m maps) {
 
 // saveRoots stores the entry values of the roots the return probe needs;
 // by the time the function returns, argument registers are clobbered.
-func (e *emitter) saveRoots(p program, m maps) error {
+func (e *emitter) saveRoots(p program, m mapFDs) error {
 	if len(p.saveRoots) > maxSavedRoots {
 		return fmt.Errorf("a return probe needs %d saved arguments, at most %d are supported", len(p.saveRoots), maxSavedRoots)
 	}
@@ -540,8 +559,8 @@ func (e *emitter) copyReturns(l layout, r returnOffsets) {
 		return
 	}
 	done := e.label("returns_done")
-	// readKernel reads 8 bytes at r1+off into dst (an offset in the event
-	// or, when toStack, fp-8); a failure ends the walk.
+	// readKernel reads 8 bytes at src+off into dst, an offset in the event
+	// when toEvent, else from the frame pointer; a failure ends the walk.
 	readKernel := func(src asm.Register, off int32, dst int16, toEvent bool) {
 		e.emit(asm.Mov.Reg(asm.R3, src))
 		if off != 0 {

@@ -35,12 +35,12 @@ func returnPlans() []*symbols.Plan {
 	return append(testPlans(), &symbols.Plan{Expr: "$retval", Type: u64, Root: symbols.Root{Reg: symbols.RegRAX, Return: true}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}})
 }
 
-var fakeMaps = maps{events: 3, hits: 4, lost: 5, saved: 6}
+var fakeMaps = mapFDs{events: 3, hits: 4, lost: 5, saved: 6}
 
 func TestGenerateAssembles(t *testing.T) {
-	ret := returnPlans()
+	plans := returnPlans()
 	var roots []rootKey
-	for _, p := range ret {
+	for _, p := range plans {
 		if !p.Root.Const && !p.Root.Return {
 			if k := (rootKey{p.Root.Reg, p.Root.Add}); indexOf(roots, k) < 0 {
 				roots = append(roots, k)
@@ -51,7 +51,7 @@ func TestGenerateAssembles(t *testing.T) {
 		"entry":          {emit: true, layout: newLayout(testPlans()), wakeupBytes: 4096},
 		"entry+save":     {emit: true, layout: newLayout(testPlans()), saveRoots: roots, functionID: 1, wakeupBytes: 4096},
 		"save only":      {saveRoots: roots, functionID: 1},
-		"return":         {emit: true, ret: true, layout: newLayout(ret), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
+		"return":         {emit: true, isReturn: true, layout: newLayout(plans), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
 		"filter":         {emit: true, layout: newLayout(testPlans()[:1]), filter: processFilter{tgid: 42}},
 		"stack":          {emit: true, layout: newLayout(testPlans()).withStack(DefaultStackBytes), wakeupBytes: 4096},
 		"filter+parents": {emit: true, layout: newLayout(testPlans()[:1]), filter: processFilter{tgid: 42, includeChildren: true, realParentOff: 100, tgidOff: 200}},
@@ -95,7 +95,7 @@ func TestSharedPrefixReadOnce(t *testing.T) {
 }
 
 func TestReturnNeedsSavedRoot(t *testing.T) {
-	_, err := generate(program{emit: true, ret: true, layout: newLayout(testPlans()[:1])}, fakeMaps)
+	_, err := generate(program{emit: true, isReturn: true, layout: newLayout(testPlans()[:1])}, fakeMaps)
 	if err == nil || !strings.Contains(err.Error(), "not saved at entry") {
 		t.Fatalf("err = %v, want a missing saved root", err)
 	}
@@ -186,7 +186,7 @@ func TestPlanCounterSlots(t *testing.T) {
 			t.Fatalf("probe id %d: out of the %d counter slots or reused (%v)", p.probeID, 2*len(ps), seen)
 		}
 		seen[p.probeID] = true
-		if !p.ret && len(p.saveRoots) != 1 {
+		if !p.isReturn && len(p.saveRoots) != 1 {
 			t.Errorf("entry of %s saves %v, want size's register", p.function.Symbol, p.saveRoots)
 		}
 	}

@@ -26,19 +26,19 @@ type Diff struct {
 // maxDiffObjects bounds the objects followed at once.
 const maxDiffObjects = 65536
 
-func (s *Session) createDiffMap(m *maps) error {
+func (s *Session) createDiffMap(m *mapFDs) error {
 	seen, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ngxp_dseen", Type: ebpf.LRUHash, KeySize: 8, ValueSize: 16, MaxEntries: maxDiffObjects})
 	if err != nil {
 		return fmt.Errorf("create diff map: %w", err)
 	}
-	s.maps = append(s.maps, seen)
+	s.owned = append(s.owned, seen)
 	m.diffSeen = seen.FD()
 	return nil
 }
 
 // diffPrologue reads the key and the field, updates the last-seen map,
 // and goes on to the event only when the field changed.
-func (e *emitter) diffPrologue(d *Diff, p program, m maps) error {
+func (e *emitter) diffPrologue(d *Diff, p program, m mapFDs) error {
 	keySlot, valueSlot := pseudo(RegObject), pseudo(RegNew)
 	if err := e.operand(p, Operand{Plan: d.Key}, keySlot, "exit"); err != nil {
 		return err

@@ -14,11 +14,40 @@ import (
 	"github.com/cilium/ebpf/features"
 )
 
-// Sentinel errors for what the machine lacks.
+// Sentinel errors for what the machine lacks. The package's errors that
+// match ErrMissingFeature also match ebpf.ErrNotSupported, and unwrap to
+// what the failed check returned.
 var (
 	ErrPermission     = errors.New("missing privileges")
 	ErrMissingFeature = errors.New("missing kernel feature")
 )
+
+// featureError is a missing kernel feature: errors.Is matches it with
+// ErrMissingFeature and ebpf.ErrNotSupported, whichever way the kernel
+// showed it (ebpf.ErrNotSupported from a feature probe, os.ErrNotExist
+// from sysfs, a failed BTF lookup).
+type featureError struct {
+	err   error // the message, wrapping ErrMissingFeature
+	cause error // what the check returned when err does not wrap it, or nil
+}
+
+// missingFeature returns a featureError: "missing kernel feature: " and
+// the formatted message, which may wrap errors with %w; cause, when not
+// nil, is unwrapped too but left out of the message.
+func missingFeature(cause error, format string, args ...any) error {
+	return &featureError{err: fmt.Errorf("%w: "+format, append([]any{ErrMissingFeature}, args...)...), cause: cause}
+}
+
+func (e *featureError) Error() string { return e.err.Error() }
+
+func (e *featureError) Is(target error) bool { return target == ebpf.ErrNotSupported }
+
+func (e *featureError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.err}
+	}
+	return []error{e.err, e.cause}
+}
 
 // Linux capability numbers.
 const (
@@ -58,16 +87,22 @@ func CheckSupport() error {
 	}
 	for _, c := range checks {
 		if err := c.test(); err != nil {
-			if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("%w: %s is missing; ngxprobe needs it because it %s (kernel 5.8 or newer with CONFIG_UPROBE_EVENTS and CONFIG_BPF_EVENTS)", ErrMissingFeature, c.what, c.why)
-			}
-			if errors.Is(err, os.ErrPermission) {
-				return fmt.Errorf("%w: probing %s: %v", ErrPermission, c.what, err)
-			}
-			return fmt.Errorf("probing %s: %w", c.what, err)
+			return checkFailed(c.what, c.why, err)
 		}
 	}
 	return nil
+}
+
+// checkFailed explains the failed check of what, which ngxprobe needs
+// because it why.
+func checkFailed(what, why string, err error) error {
+	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, os.ErrNotExist) {
+		return missingFeature(err, "%s is missing; ngxprobe needs it because it %s (kernel 5.8 or newer with CONFIG_UPROBE_EVENTS and CONFIG_BPF_EVENTS)", what, why)
+	}
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w: probing %s: %w", ErrPermission, what, err)
+	}
+	return fmt.Errorf("probing %s: %w", what, err)
 }
 
 func effectiveCaps() (uint64, error) {
@@ -90,11 +125,16 @@ func effectiveCaps() (uint64, error) {
 func taskOffsets() (realParent, tgid int16, err error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: kernel BTF (/sys/kernel/btf/vmlinux) is needed to follow an nginx master's workers: %v", ErrMissingFeature, err)
+		return 0, 0, missingFeature(nil, "kernel BTF (/sys/kernel/btf/vmlinux) is needed to follow an nginx master's workers: %w", err)
 	}
+	return taskOffsetsIn(spec)
+}
+
+// taskOffsetsIn reads task_struct's layout from spec.
+func taskOffsetsIn(spec *btf.Spec) (realParent, tgid int16, err error) {
 	var task *btf.Struct
 	if err := spec.TypeByName("task_struct", &task); err != nil {
-		return 0, 0, fmt.Errorf("%w: task_struct in kernel BTF: %v", ErrMissingFeature, err)
+		return 0, 0, missingFeature(nil, "task_struct in kernel BTF: %w", err)
 	}
 	found := 0
 	for _, m := range task.Members {
@@ -108,22 +148,22 @@ func taskOffsets() (realParent, tgid int16, err error) {
 		}
 	}
 	if found != 2 {
-		return 0, 0, fmt.Errorf("%w: task_struct has no real_parent or tgid", ErrMissingFeature)
+		return 0, 0, missingFeature(nil, "task_struct has no real_parent or tgid")
 	}
 	return realParent, tgid, nil
 }
 
 // returnOffsets locate the return addresses uretprobes replaced: a task's
-// uprobe_task keeps, per pending uretprobe, the stack slot and the
+// uprobe_task keeps, per pending return probe, the stack slot and the
 // original address (kernel/events/uprobes.c, struct return_instance).
 type returnOffsets struct {
 	utask, instances, stack, orig, next int32
 	ok                                  bool
 }
 
-// uretprobeOffsets reads them from kernel BTF; without them, stacks stop
+// loadReturnOffsets reads them from kernel BTF; without them, stacks stop
 // at the first replaced return address, with a reason that says so.
-func uretprobeOffsets() returnOffsets {
+func loadReturnOffsets() returnOffsets {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		return returnOffsets{}

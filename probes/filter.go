@@ -203,7 +203,7 @@ func (e *emitter) root(p program, plan *symbols.Plan, noEntry string) (bool, err
 		if plan.Root.Add != 0 {
 			e.emit(asm.Add.Imm(regBase, int32(plan.Root.Add)))
 		}
-	case plan.Root.Return || !p.ret:
+	case plan.Root.Return || !p.isReturn:
 		off, ok := ptRegsOffset[plan.Root.Reg]
 		if !ok {
 			return false, fmt.Errorf("%s: register %d has no pt_regs slot", plan.Expr, plan.Root.Reg)

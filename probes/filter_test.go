@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/ngxprobe/ngxprobe/internal/testenv"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -61,22 +60,15 @@ func TestGenerateFiltersAndAggregates(t *testing.T) {
 // The verifier accepts filters and aggregations, at entry and at return
 // (where arguments come from the saved entry values).
 func TestVerifierAcceptsFiltersAndAggregates(t *testing.T) {
-	testenv.RequireRoot(t)
-	if err := CheckSupport(); err != nil {
-		testenv.SkipOrFail(t, "kernel support: %v", err)
-	}
-	s := &Session{}
-	defer s.Close()
-	if err := s.createMaps(4, 1<<16); err != nil {
-		t.Fatal(err)
-	}
+	s := loadingSession(t, 4)
 	aggs := testAggregates()
 	pr := &Probe{Name: "p", Aggregates: aggs}
 	scratch, err := s.createAggregations([]*Probe{pr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD(), scratch: scratch.FD(), aggregations: map[*Aggregation]int{}}
+	m := s.core.fds()
+	m.scratch, m.aggregations = scratch.FD(), map[*Aggregation]int{}
 	for _, a := range s.aggregations {
 		m.aggregations[a] = a.m.FD()
 	}
@@ -85,7 +77,7 @@ func TestVerifierAcceptsFiltersAndAggregates(t *testing.T) {
 		"filter":           {emit: true, layout: newLayout(testPlans()[:2]), where: testWhere(), wakeupBytes: 4096},
 		"aggregate only":   {aggregates: aggs},
 		"filter+aggregate": {emit: true, layout: newLayout(testPlans()[:2]), where: testWhere(), aggregates: aggs, wakeupBytes: 4096},
-		"return filter":    {emit: true, ret: true, layout: newLayout(testPlans()[:2]), savedRoots: roots, functionID: 1, where: testWhere(), aggregates: aggs, wakeupBytes: 4096},
+		"return filter":    {emit: true, isReturn: true, layout: newLayout(testPlans()[:2]), savedRoots: roots, functionID: 1, where: testWhere(), aggregates: aggs, wakeupBytes: 4096},
 	}
 	for name, p := range cases {
 		t.Run(name, func(t *testing.T) {

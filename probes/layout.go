@@ -56,9 +56,14 @@ type layout struct {
 }
 
 // The stack section: the registers the unwinder starts from (by DWARF
-// number: rip, rsp, rbp, rbx, r12-r15), the number of bytes copied, then
-// the copy of the stack from sp upward.
-var stackRegs = []int{stacks.RegRA, stacks.RegRSP, stacks.RegRBP, stacks.RegRBX, stacks.RegR12, stacks.RegR13, stacks.RegR14, stacks.RegR15}
+// number: rip, which is also the return-address column stacks.RegRA, rsp,
+// rbp, rbx, r12-r15), the number of bytes copied, then the copy of the
+// stack from sp upward.
+var stackRegs = []int{symbols.RegRIP, symbols.RegRSP, symbols.RegRBP, symbols.RegRBX, symbols.RegR12, symbols.RegR13, symbols.RegR14, symbols.RegR15}
+
+// The unwinder reads pc at stacks.RegRA: it must be rip's number (a
+// negative constant converted to uint fails to compile).
+const _ = uint(symbols.RegRIP-stacks.RegRA) + uint(stacks.RegRA-symbols.RegRIP)
 
 // Then the return addresses pending uretprobes replaced with their
 // trampoline: a count and up to maxReturns {stack slot, original} pairs.

@@ -11,19 +11,28 @@ import (
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
-// The kernel's verifier is the judge of generated code: every shape of
-// program must load.
-func TestVerifierAcceptsPrograms(t *testing.T) {
+// loadingSession returns a session with its core maps, closed when the
+// test ends, for tests that load programs: they need root and a kernel
+// that supports tracing.
+func loadingSession(t *testing.T, nprobes int) *Session {
+	t.Helper()
 	testenv.RequireRoot(t)
 	if err := CheckSupport(); err != nil {
 		testenv.SkipOrFail(t, "kernel support: %v", err)
 	}
 	s := &Session{}
-	defer s.Close()
-	if err := s.createMaps(16, 1<<16); err != nil {
+	t.Cleanup(func() { s.Close() })
+	if err := s.createMaps(nprobes, 1<<16); err != nil {
 		t.Fatal(err)
 	}
-	m := maps{events: s.maps[0].FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
+	return s
+}
+
+// The kernel's verifier is the judge of generated code: every shape of
+// program must load.
+func TestVerifierAcceptsPrograms(t *testing.T) {
+	s := loadingSession(t, 16)
+	m := s.core.fds()
 	realParent, tgid, err := taskOffsets()
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +42,7 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 		"entry":       {emit: true, layout: newLayout(testPlans()), wakeupBytes: 4096},
 		"entry+save":  {emit: true, layout: newLayout(testPlans()), saveRoots: roots, functionID: 1, wakeupBytes: 4096},
 		"save only":   {saveRoots: roots, functionID: 1},
-		"return":      {emit: true, ret: true, layout: newLayout(returnPlans()), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
+		"return":      {emit: true, isReturn: true, layout: newLayout(returnPlans()), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
 		"workers":     {emit: true, layout: newLayout(testPlans()), filter: processFilter{tgid: 1, includeChildren: true, realParentOff: realParent, tgidOff: tgid}},
 		"empty event": {emit: true, layout: newLayout(nil)},
 		"stack":       {emit: true, layout: newLayout(testPlans()).withStack(DefaultStackBytes), wakeupBytes: 4096},
@@ -59,7 +68,8 @@ func TestVerifierErrorCarriesLog(t *testing.T) {
 	if err := s.createMaps(4, 1<<16); err != nil {
 		t.Fatal(err)
 	}
-	m := maps{events: s.hits.FD(), hits: s.hits.FD(), lost: s.lost.FD(), saved: s.maps[3].FD()}
+	m := s.core.fds()
+	m.events = s.core.hits.FD()
 	_, err := load(planned{program: program{emit: true, layout: newLayout(testPlans()[:2])}, function: &symbols.Function{Symbol: "f"}}, m)
 	var ve *VerifierError
 	if !errors.As(err, &ve) {

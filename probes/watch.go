@@ -75,6 +75,12 @@ const (
 // addresses (Linux 6.6, uprobe_multi links).
 var ErrNoUprobeMulti = errors.New("uprobe_multi links are not supported")
 
+// noUprobeMulti explains why a watch cannot attach; errors.Is sees both
+// ErrNoUprobeMulti and the cause (ebpf.ErrNotSupported on older kernels).
+func noUprobeMulti(cause error) error {
+	return fmt.Errorf("%w (Linux 6.6): watch attaches one program to every write site: %w", ErrNoUprobeMulti, cause)
+}
+
 // Site parameters, per cookie, in an array map.
 const (
 	paramBaseAt = 0
@@ -177,7 +183,7 @@ func pseudo(reg int) int16 {
 
 // watchPrologue computes the site, the object, and the field before and
 // after; it exits unless the field flips on a watched object.
-func (e *emitter) watchPrologue(w *Watch, sh watchShape, m maps) error {
+func (e *emitter) watchPrologue(w *Watch, sh watchShape, m mapFDs) error {
 	// The cookie indexes the site's parameters.
 	e.emit(
 		asm.Mov.Reg(asm.R1, regCtx),
@@ -306,7 +312,7 @@ func (e *emitter) maskField(w *Watch, r asm.Register) {
 
 // watchPost runs after an instruction that is not modelled: it compares
 // the field with the value saved before it.
-func (e *emitter) watchPost(w *Watch, m maps) error {
+func (e *emitter) watchPost(w *Watch, m mapFDs) error {
 	e.emit(
 		asm.FnGetCurrentPidTgid.Call(),
 		asm.StoreMem(asm.RFP, slotRight, asm.R0, asm.DWord),
@@ -369,10 +375,10 @@ func (e *emitter) checkObject(w *Watch) error {
 
 // attachWatch loads one program per site shape and attaches it to all of
 // its sites with a uprobe_multi link, each site's cookie its index.
-func (s *Session) attachWatch(ex *link.Executable, id int, pr *Probe, base program, m maps) error {
+func (s *Session) attachWatch(ex *link.Executable, id int, pr *Probe, base program, m mapFDs) error {
 	w := pr.Watch
 	if err := features.HaveBPFLinkUprobeMulti(); err != nil {
-		return fmt.Errorf("%w (Linux 6.6): watch attaches one program to every write site: %v", ErrNoUprobeMulti, err)
+		return noUprobeMulti(err)
 	}
 	groups, order := w.shapes()
 	sort.SliceStable(order, func(i, j int) bool { return len(groups[order[i]]) > len(groups[order[j]]) })
@@ -416,7 +422,7 @@ func (s *Session) attachWatch(ex *link.Executable, id int, pr *Probe, base progr
 
 // createWatchMaps makes the site parameters and the per-thread pending
 // values of a watch.
-func (s *Session) createWatchMaps(w *Watch, m *maps) error {
+func (s *Session) createWatchMaps(w *Watch, m *mapFDs) error {
 	if len(w.Sites) == 0 {
 		return errors.New("watch: no write sites to probe")
 	}
@@ -424,7 +430,7 @@ func (s *Session) createWatchMaps(w *Watch, m *maps) error {
 	if err != nil {
 		return fmt.Errorf("create watch parameters: %w", err)
 	}
-	s.maps = append(s.maps, params)
+	s.owned = append(s.owned, params)
 	raw := w.params()
 	for i := range w.Sites {
 		if err := params.Update(uint32(i), raw[i*paramSize:(i+1)*paramSize], ebpf.UpdateAny); err != nil {
@@ -435,12 +441,12 @@ func (s *Session) createWatchMaps(w *Watch, m *maps) error {
 	if err != nil {
 		return fmt.Errorf("create watch pending map: %w", err)
 	}
-	s.maps = append(s.maps, pending)
+	s.owned = append(s.owned, pending)
 	hits, err := ebpf.NewMap(&ebpf.MapSpec{Name: "ngxp_whits", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(w.Sites))})
 	if err != nil {
 		return fmt.Errorf("create watch hit counters: %w", err)
 	}
-	s.maps = append(s.maps, hits)
+	s.owned = append(s.owned, hits)
 	s.watchHits = hits
 	m.watchParams, m.watchPending, m.watchHits = params.FD(), pending.FD(), hits.FD()
 	return nil

@@ -20,8 +20,8 @@ type StrLit struct {
 	Value string
 }
 
-// Binary is a comparison (==, !=, <, <=, >, >=) or a logical && / ||.
-type Binary struct {
+// BinaryExpr is a comparison (==, !=, <, <=, >, >=) or a logical && / ||.
+type BinaryExpr struct {
 	At   int
 	Op   string
 	L, R Expr
@@ -33,10 +33,10 @@ type Not struct {
 	X  Expr
 }
 
-func (e *IntLit) Pos() int { return e.At }
-func (e *StrLit) Pos() int { return e.At }
-func (e *Binary) Pos() int { return e.At }
-func (e *Not) Pos() int    { return e.At }
+func (e *IntLit) Pos() int     { return e.At }
+func (e *StrLit) Pos() int     { return e.At }
+func (e *BinaryExpr) Pos() int { return e.At }
+func (e *Not) Pos() int        { return e.At }
 
 // ProbeKind says where in a function a probe fires.
 type ProbeKind int
@@ -85,10 +85,12 @@ type PrintArg struct {
 	Text string // the expression's source text
 }
 
-// Print prints values with type-aware formatting.
+// Print prints values with type-aware formatting. A Label puts them on
+// an output line of their own: print("client read", eof = c->read->eof).
 type Print struct {
-	At   int
-	Args []PrintArg
+	At    int
+	Label string
+	Args  []PrintArg
 }
 
 // Printf prints a formatted message.

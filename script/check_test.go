@@ -16,7 +16,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ngxprobe/ngxprobe/internal/probeset"
 	"github.com/ngxprobe/ngxprobe/internal/testenv"
 	"github.com/ngxprobe/ngxprobe/script"
 	"github.com/ngxprobe/ngxprobe/symbols"
@@ -41,9 +40,7 @@ func mustCompile(t *testing.T, bin *symbols.Binary, src string) *script.Program 
 	if err != nil {
 		t.Fatalf("compile:\n%s\n%v", src, err)
 	}
-	if len(prog.Probes) != len(prog.Specs) {
-		t.Fatalf("%d probes but %d specs", len(prog.Probes), len(prog.Specs))
-	}
+	checkFormats(t, prog)
 	return prog
 }
 
@@ -322,11 +319,11 @@ ngx_http_ssl_handshake { print(((ngx_connection_t *) rev->data)->number) }
 			if finalize.Filter == nil || !finalize.Stack || finalize.NoEvent || finalize.Return {
 				t.Errorf("finalize: filter %v, stack %v, no event %v, return %v", finalize.Filter, finalize.Stack, finalize.NoEvent, finalize.Return)
 			}
-			spec := prog.Specs[0]
+			spec := prog.Format(finalize)
 			var names []string
-			for _, v := range spec.Values {
+			for i, v := range spec.Values {
 				if !v.Hidden {
-					names = append(names, v.Name+"="+v.Expr)
+					names = append(names, v.Name+"="+finalize.Values[i].Expr)
 				}
 			}
 			if got := strings.Join(names, " "); got != "rc=rc status=r->headers_out.status c->number=c->number c->addr_text=c->addr_text" {
@@ -335,7 +332,7 @@ ngx_http_ssl_handshake { print(((ngx_connection_t *) rev->data)->number) }
 			if len(spec.Messages) != 1 || spec.Messages[0].Format != "conn *%d eof=%d\n" || fmt.Sprint(spec.Messages[0].Args) != "[4 5]" {
 				t.Errorf("messages: %+v", spec.Messages)
 			}
-			if spec.Values[2].Display != probeset.Connection {
+			if spec.Values[2].Display != script.Connection {
 				t.Errorf("c->number is not shown as a connection")
 			}
 			ret := prog.Probes[2]

@@ -9,27 +9,32 @@ import (
 
 	"golang.org/x/arch/x86/x86asm"
 
-	"github.com/ngxprobe/ngxprobe/internal/probeset"
 	"github.com/ngxprobe/ngxprobe/probes"
 	"github.com/ngxprobe/ngxprobe/symbols"
-	"github.com/ngxprobe/ngxprobe/watch"
+	"github.com/ngxprobe/ngxprobe/watch/flips"
 )
 
 // Program is a script resolved against one binary: what to attach, and
 // how to print what it reads.
 type Program struct {
 	Probes []*probes.Probe
-	Specs  []*probeset.Spec // parallel to Probes
 	// Points lists every probe point with the instances it attaches to.
 	Points       []Attachment
 	Aggregations []*Aggregation
 	// Watches are the script's watch statements, resolved; their probes
-	// are in Probes too (with a nil Spec), and Watch decodes their events.
-	Watches []*watch.Plan
+	// are in Probes too (with no EventFormat), and Watch decodes their
+	// events.
+	Watches []*flips.Program
+
+	formats map[*probes.Probe]*EventFormat
 }
 
+// Format says how the events of a probe of the program are shown; it is
+// nil for a watch's probes, whose events are flips.
+func (p *Program) Format(pr *probes.Probe) *EventFormat { return p.formats[pr] }
+
 // Watch returns the watch a probe belongs to, or nil.
-func (p *Program) Watch(pr *probes.Probe) *watch.Plan {
+func (p *Program) Watch(pr *probes.Probe) *flips.Program {
 	for _, w := range p.Watches {
 		for _, q := range w.Probes {
 			if q == pr {
@@ -82,7 +87,7 @@ type compiler struct {
 // Compile resolves every probe point, name and type against the binary.
 // It needs no privileges and attaches nothing; every error is reported.
 func Compile(bin *symbols.Binary, s *Script) (*Program, error) {
-	c := &compiler{bin: bin, fset: s.Files, defines: map[string]Expr{}, aggs: map[string]*Aggregation{}, prog: &Program{}}
+	c := &compiler{bin: bin, fset: s.Files, defines: map[string]Expr{}, aggs: map[string]*Aggregation{}, prog: &Program{formats: map[*probes.Probe]*EventFormat{}}}
 	tooLarge := false
 	for _, d := range s.Defines {
 		if _, dup := c.defines[d.Name]; dup {
@@ -163,15 +168,15 @@ func (c *compiler) expand(x Expr, locals map[string]Expr) Expr {
 		n := *e
 		n.X = c.expand(e.X, locals)
 		return &n
-	case *symbols.Index:
+	case *symbols.IndexExpr:
 		n := *e
 		n.X = c.expand(e.X, locals)
 		return &n
-	case *symbols.Cast:
+	case *symbols.CastExpr:
 		n := *e
 		n.X = c.expand(e.X, locals)
 		return &n
-	case *Binary:
+	case *BinaryExpr:
 		n := *e
 		n.L, n.R = c.expand(e.L, locals), c.expand(e.R, locals)
 		return &n
@@ -205,11 +210,11 @@ func nodes(x Expr, limit int) int {
 	switch e := x.(type) {
 	case *symbols.MemberExpr:
 		kids = []Expr{e.X}
-	case *symbols.Index:
+	case *symbols.IndexExpr:
 		kids = []Expr{e.X}
-	case *symbols.Cast:
+	case *symbols.CastExpr:
 		kids = []Expr{e.X}
-	case *Binary:
+	case *BinaryExpr:
 		kids = []Expr{e.L, e.R}
 	case *Not:
 		kids = []Expr{e.X}
@@ -223,12 +228,16 @@ func nodes(x Expr, limit int) int {
 	return n
 }
 
-var watchModes = map[string]watch.Mode{"exact": watch.Exact, "diff": watch.Diff, "both": watch.Both}
+var watchModes = map[string]flips.Mode{"exact": flips.Exact, "diff": flips.Diff, "both": flips.Both}
 
 func (c *compiler) watch(w *Watch) {
-	plan, err := watch.Prepare(c.bin, w.Expr, watchModes[w.Mode], nil, true, false)
+	plan, err := flips.Prepare(c.bin, w.Expr, flips.Options{Mode: watchModes[w.Mode], Stack: true})
 	if err != nil {
-		c.errorf(w.At, ErrResolve, "", "%v", err)
+		hint := ""
+		if errors.Is(err, flips.ErrNoSites) {
+			hint = "watch diff " + w.Expr + " compares the field where nginx reads connections instead"
+		}
+		c.errorf(w.At, errors.Join(ErrResolve, err), hint, "%v", err)
 		return
 	}
 	c.prog.Watches = append(c.prog.Watches, plan)
@@ -249,10 +258,7 @@ func (c *compiler) watch(w *Watch) {
 		att.Instances = append(att.Instances, Instance{Kind: kind, Symbol: pr.Function.Symbol, Address: pr.Function.Address, FileOffset: pr.Function.Offset})
 	}
 	c.prog.Points = append(c.prog.Points, att)
-	for _, pr := range plan.Probes {
-		c.prog.Probes = append(c.prog.Probes, pr)
-		c.prog.Specs = append(c.prog.Specs, &probeset.Spec{Label: pr.Name})
-	}
+	c.prog.Probes = append(c.prog.Probes, plan.Probes...)
 }
 
 // site is one place a probe point attaches.
@@ -367,24 +373,26 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 	return out
 }
 
+// maxOffset bounds an offset into a function: larger ones are refused
+// before reading any code.
+const maxOffset = 1 << 30
+
 // checkBoundary refuses an offset that is not the start of an
 // instruction: a breakpoint in the middle of one corrupts nginx's code.
 func (c *compiler) checkBoundary(fn *symbols.Function, off uint64) error {
 	if fn.Size > 0 && off >= fn.Size {
 		return fmt.Errorf("offset %#x is past the end of %s (%d bytes)", off, fn.Symbol, fn.Size)
 	}
-	text := c.bin.ELF().Section(".text")
-	if text == nil {
-		return errors.New("no .text section")
-	}
 	// Without wrapping around: a function whose symbol has no size
 	// (frame_dummy) gets no bound from the check above.
-	if fn.Address < text.Addr || fn.Address >= text.Addr+text.Size || off >= text.Addr+text.Size-fn.Address {
+	var code []byte
+	var err error
+	if off < maxOffset {
+		code, err = c.bin.Code(fn.Address, int(off)+16)
+	}
+	if err != nil || uint64(len(code)) <= off {
 		return fmt.Errorf("%s+%#x is outside .text", fn.Symbol, off)
 	}
-	code := make([]byte, off+16)
-	n, _ := text.ReadAt(code, int64(fn.Address-text.Addr))
-	code = code[:n]
 	var pc uint64
 	for pc < off {
 		inst, err := x86asm.Decode(code[pc:], 64)
@@ -487,9 +495,14 @@ func (s *scope) Lookup(name string) (dwarf.Type, symbols.Root, error) {
 func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]Expr, stack, emits bool) {
 	var fs *symbols.FunctionScope
 	var err error
-	if s.at == 0 {
+	switch {
+	case !readsValues(p):
+		// Nothing to resolve: a hit can be probed by name even without
+		// DWARF (an exported function of a stripped nginx).
+		fs = &symbols.FunctionScope{Function: s.fn, AtReturn: s.ret}
+	case s.at == 0:
 		fs, err = c.bin.NewFunctionScope(s.fn, s.ret)
-	} else {
+	default:
 		fs, err = c.bin.NewScopeAt(s.fn, s.pc)
 	}
 	if err != nil {
@@ -500,7 +513,7 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 	extra = append(extra, names(c.defines)...)
 	sc := &scope{bin: c.bin, inner: fs, probe: int64(len(c.prog.Probes)), extra: extra}
 	pr := &probes.Probe{Name: pt.Text, Function: s.fn, Return: s.ret, At: s.at, Stack: stack, NoEvent: !emits}
-	spec := &probeset.Spec{Function: s.fn.Name, Return: s.ret, Stack: stack, Label: pt.Text}
+	format := &EventFormat{}
 	nerr := len(c.errs)
 	if p.Filter != nil {
 		pr.Filter = c.cond(c.expand(p.Filter, locals), sc)
@@ -511,20 +524,19 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 			for _, a := range st.Args {
 				if plan := c.value(a, locals, sc); plan != nil {
 					pr.Values = append(pr.Values, plan)
-					spec.Values = append(spec.Values, probeset.Value{Name: a.Name, Expr: a.Text, Display: displayFor(plan)})
+					format.Values = append(format.Values, ValueFormat{Name: a.Name, Group: st.Label, Display: displayFor(plan)})
 				}
 			}
 		case *Printf:
-			c.checkFormat(st)
-			m := probeset.Message{Format: st.Format}
+			m := c.message(st)
 			for _, a := range st.Args {
 				if plan := c.value(a, locals, sc); plan != nil {
 					m.Args = append(m.Args, len(pr.Values))
 					pr.Values = append(pr.Values, plan)
-					spec.Values = append(spec.Values, probeset.Value{Name: a.Name, Expr: a.Text, Hidden: true})
+					format.Values = append(format.Values, ValueFormat{Name: a.Name, Hidden: true})
 				}
 			}
-			spec.Messages = append(spec.Messages, m)
+			format.Messages = append(format.Messages, m)
 		case *Aggregate:
 			c.aggregate(st, pr, locals, sc)
 		}
@@ -533,7 +545,32 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 		return
 	}
 	c.prog.Probes = append(c.prog.Probes, pr)
-	c.prog.Specs = append(c.prog.Specs, spec)
+	c.prog.formats[pr] = format
+}
+
+// readsValues reports whether a probe reads anything at a hit: a filter,
+// printed values or aggregation keys and values.
+func readsValues(p *Probe) bool {
+	if p.Filter != nil {
+		return true
+	}
+	for _, st := range p.Body {
+		switch st := st.(type) {
+		case *Print:
+			if len(st.Args) > 0 {
+				return true
+			}
+		case *Printf:
+			if len(st.Args) > 0 {
+				return true
+			}
+		case *Aggregate:
+			if len(st.Keys) > 0 || st.Arg != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func names[V any](m map[string]V) []string {
@@ -545,19 +582,6 @@ func names[V any](m map[string]V) []string {
 	return out
 }
 
-// displayFor shows connection numbers as *N and c->listening as the
-// connection's role, as the default probe set does.
-func displayFor(plan *symbols.Plan) probeset.Display {
-	e := plan.Expr
-	switch {
-	case strings.HasSuffix(e, "->number") || strings.HasSuffix(e, ".number") || strings.HasSuffix(e, "log->connection"):
-		return probeset.Connection
-	case strings.HasSuffix(e, "->listening"):
-		return probeset.Role
-	}
-	return probeset.Plain
-}
-
 // value compiles a printed value: a member path.
 func (c *compiler) value(a PrintArg, locals map[string]Expr, sc *scope) *symbols.Plan {
 	x := c.expand(a.X, locals)
@@ -565,7 +589,7 @@ func (c *compiler) value(a PrintArg, locals map[string]Expr, sc *scope) *symbols
 	case *IntLit, *StrLit:
 		c.errorf(x.Pos(), ErrResolve, "put fixed text in printf's format", "%s is a literal; print reads values from nginx", a.Text)
 		return nil
-	case *Binary, *Not:
+	case *BinaryExpr, *Not:
 		c.errorf(x.Pos(), ErrResolve, "use it as a filter: PROBE /COND/ { ... }, or print its operands", "%s is a condition, not a value to print", a.Text)
 		return nil
 	}
@@ -588,41 +612,25 @@ func isPath(x Expr) bool {
 		return true
 	case *symbols.MemberExpr:
 		return isPath(e.X)
-	case *symbols.Index:
+	case *symbols.IndexExpr:
 		return isPath(e.X)
-	case *symbols.Cast:
+	case *symbols.CastExpr:
 		return isPath(e.X)
 	}
 	return false
 }
 
-func (c *compiler) checkFormat(st *Printf) {
-	verbs := 0
-	f := st.Format
-	for i := 0; i < len(f); i++ {
-		if f[i] != '%' {
-			continue
-		}
-		i++
-		for i < len(f) && strings.IndexByte("-0123456789l", f[i]) >= 0 {
-			i++
-		}
-		if i >= len(f) {
-			c.errorf(st.At, ErrSyntax, "end the verb, e.g. %d", "printf format ends inside a verb")
-			return
-		}
-		switch f[i] {
-		case '%':
-		case 'd', 'i', 'u', 'x', 'X', 's', 'c', 'p':
-			verbs++
-		default:
-			c.errorf(st.At, ErrSyntax, "use %d, %u, %x, %s, %c or %p", "printf verb %%%c is not supported", f[i])
-			return
-		}
+// message parses a printf's format and checks it against its arguments.
+func (c *compiler) message(st *Printf) Message {
+	verbs, msg, hint := parseFormat(st.Format)
+	if msg != "" {
+		c.errorf(st.At, ErrSyntax, hint, "%s", msg)
+		return Message{Format: st.Format}
 	}
-	if verbs != len(st.Args) {
-		c.errorf(st.At, ErrSyntax, "", "printf format has %d verbs but %d arguments", verbs, len(st.Args))
+	if n := len(verbs) - 1; n != len(st.Args) {
+		c.errorf(st.At, ErrSyntax, "", "printf format has %d verbs but %d arguments", n, len(st.Args))
 	}
+	return Message{Format: st.Format, verbs: verbs}
 }
 
 func (c *compiler) aggregate(st *Aggregate, pr *probes.Probe, locals map[string]Expr, sc *scope) {

@@ -11,7 +11,7 @@ import (
 // cond compiles a filter into a condition the BPF program evaluates.
 func (c *compiler) cond(x Expr, sc *scope) probes.Cond {
 	switch e := x.(type) {
-	case *Binary:
+	case *BinaryExpr:
 		switch e.Op {
 		case "&&", "||":
 			l, r := c.cond(e.L, sc), c.cond(e.R, sc)
@@ -52,7 +52,7 @@ func (c *compiler) operand(x Expr, sc *scope, text string) (probes.Operand, bool
 	switch e := x.(type) {
 	case *IntLit:
 		return probes.Operand{Const: e.Value, Signed: e.Value < 0}, true
-	case *StrLit, *Binary, *Not:
+	case *StrLit, *BinaryExpr, *Not:
 		c.errorf(x.Pos(), ErrResolve, "", "expected a value")
 		return probes.Operand{}, false
 	}
@@ -82,9 +82,9 @@ func exprText(x Expr) string {
 			op = "->"
 		}
 		return exprText(e.X) + op + e.Name
-	case *symbols.Index:
+	case *symbols.IndexExpr:
 		return fmt.Sprintf("%s[%d]", exprText(e.X), e.N)
-	case *symbols.Cast:
+	case *symbols.CastExpr:
 		stars := ""
 		for range e.Pointers {
 			stars += "*"
@@ -146,7 +146,7 @@ func isCharType(t dwarf.Type) bool {
 	return false
 }
 
-func (c *compiler) compare(e *Binary, sc *scope) probes.Cond {
+func (c *compiler) compare(e *BinaryExpr, sc *scope) probes.Cond {
 	ls, lIsStr := e.L.(*StrLit)
 	rs, rIsStr := e.R.(*StrLit)
 	_, lIsInt := e.L.(*IntLit)
@@ -157,7 +157,7 @@ func (c *compiler) compare(e *Binary, sc *scope) probes.Cond {
 	}
 	// Put the literal on the right.
 	if lIsStr || lIsInt {
-		e = &Binary{At: e.At, Op: mirror[e.Op], L: e.R, R: e.L}
+		e = &BinaryExpr{At: e.At, Op: mirror[e.Op], L: e.R, R: e.L}
 		ls, lIsStr, rs, rIsStr = rs, rIsStr, ls, lIsStr
 		rIsInt = lIsInt
 	}

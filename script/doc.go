@@ -38,7 +38,7 @@
 //	          | FILE ":" LINE .          the line's first address in every
 //	                                     instance and every inlined copy
 //	stmt      = NAME "=" expr                              a local name
-//	          | "print" "(" [ arg { "," arg } ] ")"         arg = [NAME "="] expr
+//	          | "print" "(" [ STRING [","] ] [ arg { "," arg } ] ")"   arg = [NAME "="] expr
 //	          | "printf" "(" STRING { "," expr } ")"
 //	          | ("stack" | "ustack") [ "(" ")" ]
 //	          | "@" [NAME] [ "[" expr { "," expr } "]" ] "=" agg .
@@ -100,7 +100,9 @@
 //
 // print writes one line per hit with each value formatted by its C type
 // (strings quoted, connection numbers as *N), named by NAME= or by the
-// expression's text; printf formats with %d %i %u %x %X %c %s %p and %%
+// expression's text. A string before the values labels their line, so
+// one probe can print several: print("client read", eof = c->read->eof)
+// (the default set, internal/probeset/default.ngxp, is written so); printf formats with %d %i %u %x %X %c %s %p and %%
 // (flags, width and l are accepted), and the number of verbs must match
 // the arguments. stack adds the user stack. A probe with an empty body
 // prints the hit; a probe whose body has no print, printf or stack (only

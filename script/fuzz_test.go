@@ -121,9 +121,7 @@ func FuzzCompile(f *testing.F) {
 // per instance, instances inside their functions.
 func checkProgram(t *testing.T, bin *symbols.Binary, s *script.Script, prog *script.Program) {
 	t.Helper()
-	if len(prog.Probes) != len(prog.Specs) {
-		t.Fatalf("%d probes, %d specs", len(prog.Probes), len(prog.Specs))
-	}
+	checkFormats(t, prog)
 	points, instances := 0, 0
 	for _, p := range s.Probes {
 		points += len(p.Points)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
+	"github.com/ngxprobe/ngxprobe/probes"
 	"github.com/ngxprobe/ngxprobe/script"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
@@ -26,15 +27,15 @@ func dump(x script.Expr) string {
 			op = "->"
 		}
 		return fmt.Sprintf("(%s %s %s)", op, dump(e.X), e.Name)
-	case *symbols.Index:
+	case *symbols.IndexExpr:
 		return fmt.Sprintf("([] %s %d)", dump(e.X), e.N)
-	case *symbols.Cast:
+	case *symbols.CastExpr:
 		return fmt.Sprintf("(cast %q %s)", e.TypeName+" "+strings.Repeat("*", e.Pointers), dump(e.X))
 	case *script.IntLit:
 		return fmt.Sprint(e.Value)
 	case *script.StrLit:
 		return fmt.Sprintf("%q", e.Value)
-	case *script.Binary:
+	case *script.BinaryExpr:
 		return fmt.Sprintf("(%s %s %s)", e.Op, dump(e.L), dump(e.R))
 	case *script.Not:
 		return fmt.Sprintf("(! %s)", dump(e.X))
@@ -160,7 +161,13 @@ func formatStmt(s script.Stmt) string {
 	case *script.Let:
 		return s.Name + " = " + formatExpr(s.X)
 	case *script.Print:
-		return "print(" + formatArgs(s.Args, true) + ")"
+		switch {
+		case s.Label == "":
+			return "print(" + formatArgs(s.Args, true) + ")"
+		case len(s.Args) == 0:
+			return "print(" + quote(s.Label) + ")"
+		}
+		return "print(" + quote(s.Label) + ", " + formatArgs(s.Args, true) + ")"
 	case *script.Printf:
 		if len(s.Args) == 0 {
 			return "printf(" + quote(s.Format) + ")"
@@ -188,17 +195,17 @@ func formatExpr(x script.Expr) string {
 			op = "->"
 		}
 		return operand(e.X) + op + e.Name
-	case *symbols.Index:
+	case *symbols.IndexExpr:
 		// An index is unsigned in the text; ParseUint wraps it back.
 		return fmt.Sprintf("%s[%d]", operand(e.X), uint64(e.N))
-	case *symbols.Cast:
+	case *symbols.CastExpr:
 		stars := strings.Repeat("*", e.Pointers)
 		return fmt.Sprintf("((%s %s) %s)", e.TypeName, stars, formatExpr(e.X))
 	case *script.IntLit:
 		return fmt.Sprint(e.Value)
 	case *script.StrLit:
 		return quote(e.Value)
-	case *script.Binary:
+	case *script.BinaryExpr:
 		return fmt.Sprintf("(%s %s %s)", formatExpr(e.L), e.Op, formatExpr(e.R))
 	case *script.Not:
 		// Not "!(X)": "!(size_t)" would read as a cast.
@@ -310,3 +317,26 @@ var (
 
 // variants are the two test builds every check test runs against.
 var variants = []string{nginxtest.VariantO2, nginxtest.VariantLTO}
+
+// checkFormats asserts that every probe that is not a watch's has an
+// EventFormat with one entry per value it reads.
+func checkFormats(t *testing.T, prog *script.Program) {
+	t.Helper()
+	watched := map[*probes.Probe]bool{}
+	for _, w := range prog.Watches {
+		for _, p := range w.Probes {
+			watched[p] = true
+		}
+	}
+	for _, p := range prog.Probes {
+		f := prog.Format(p)
+		switch {
+		case watched[p] && f != nil:
+			t.Errorf("watch probe %s has an event format", p.Name)
+		case !watched[p] && f == nil:
+			t.Fatalf("probe %s has no event format", p.Name)
+		case f != nil && len(f.Values) != len(p.Values):
+			t.Fatalf("probe %s: %d values but %d value formats", p.Name, len(p.Values), len(f.Values))
+		}
+	}
+}

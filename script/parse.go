@@ -370,7 +370,22 @@ func (p *parser) statement() Stmt {
 		return p.aggregate()
 	case p.keyword("print"):
 		p.expect("(", "after print")
-		return &Print{At: at, Args: p.args(true)}
+		s := &Print{At: at}
+		p.space()
+		if p.peek("\"") {
+			// A leading string is the line's label, not a value.
+			s.Label = p.stringLit().Value
+			if !p.accept(")") {
+				p.expect(",", "after print's label")
+				if p.peek(")") {
+					p.errorf("expected a value after print's label, found %s", p.found())
+				}
+				s.Args = p.args(true)
+			}
+			return s
+		}
+		s.Args = p.args(true)
+		return s
 	case p.keyword("printf"):
 		p.expect("(", "after printf")
 		lit := p.stringLit()
@@ -567,7 +582,7 @@ func (p *parser) expr() Expr {
 		if !p.accept("||") {
 			return x
 		}
-		x = &Binary{At: at, Op: "||", L: x, R: p.and()}
+		x = &BinaryExpr{At: at, Op: "||", L: x, R: p.and()}
 	}
 }
 
@@ -579,7 +594,7 @@ func (p *parser) and() Expr {
 		if !p.accept("&&") {
 			return x
 		}
-		x = &Binary{At: at, Op: "&&", L: x, R: p.comparison()}
+		x = &BinaryExpr{At: at, Op: "&&", L: x, R: p.comparison()}
 	}
 }
 
@@ -598,7 +613,7 @@ func (p *parser) comparison() Expr {
 					p.errorf("comparisons do not chain: join them with && or add parentheses")
 				}
 			}
-			return &Binary{At: at, Op: op, L: x, R: y}
+			return &BinaryExpr{At: at, Op: op, L: x, R: y}
 		}
 	}
 	if p.peek("=") {
@@ -631,7 +646,7 @@ func (p *parser) unary() Expr {
 		save := p.pos
 		p.pos++
 		if name, ptrs, ok := p.typeName(); ok {
-			return &symbols.Cast{At: at, TypeName: name, Pointers: ptrs, X: p.unary()}
+			return &symbols.CastExpr{At: at, TypeName: name, Pointers: ptrs, X: p.unary()}
 		}
 		p.pos = save
 	}
@@ -703,7 +718,7 @@ func (p *parser) postfix() Expr {
 				p.errorf("an index must be a number literal: ngxprobe reads fixed offsets")
 			}
 			p.expect("]", "after the index")
-			x = &symbols.Index{At: at, X: x, N: lit.Value}
+			x = &symbols.IndexExpr{At: at, X: x, N: lit.Value}
 		default:
 			return x
 		}

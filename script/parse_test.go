@@ -240,7 +240,7 @@ func TestParsePositions(t *testing.T) {
 		{"first point", p.Points[0].At, "t.ngxp:3:1"},
 		{"second point", p.Points[1].At, "t.ngxp:3:8"},
 		{"filter operator", p.Filter.Pos(), "t.ngxp:3:26"},
-		{"filter operand", p.Filter.(*script.Binary).L.Pos(), "t.ngxp:3:23"},
+		{"filter operand", p.Filter.(*script.BinaryExpr).L.Pos(), "t.ngxp:3:23"},
 		{"local", p.Body[0].Pos(), "t.ngxp:4:2"},
 		{"aggregation", p.Body[1].Pos(), "t.ngxp:5:2"},
 	}
@@ -598,4 +598,25 @@ func minParseTime(src string) time.Duration {
 		best = min(best, time.Since(start))
 	}
 	return best
+}
+
+// A leading string in print labels the line its values go on.
+func TestPrintLabel(t *testing.T) {
+	s, err := script.ParseText("t.ngxp", `f { print("client read", eof = c->read->eof, c->fd); print("empty"); print(c->fd) }`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, st := range s.Probes[0].Body {
+		p := st.(*script.Print)
+		got = append(got, fmt.Sprintf("%q:%d", p.Label, len(p.Args)))
+	}
+	if want := `"client read":2 "empty":0 "":1`; strings.Join(got, " ") != want {
+		t.Errorf("labels %s, want %s", strings.Join(got, " "), want)
+	}
+	for _, bad := range []string{`f { print("a" c->fd) }`, `f { print("a", ) }`, `f { print("unclosed) }`} {
+		if _, err := script.ParseText("t.ngxp", bad, nil); err == nil {
+			t.Errorf("%s parsed", bad)
+		}
+	}
 }

@@ -8,5 +8,6 @@
 // and stops, marked truncated, where the copied bytes end.
 //
 // Modules are found through /proc/PID/maps and indexed once per build-id:
-// symbols, CFI, the DWARF line table and inline chains.
+// symbols, CFI, the DWARF line table and inline chains (the last two
+// read through package symbols).
 package stacks

@@ -373,8 +373,8 @@ func atTarget(t *testing.T, bin string, stackBytes int, fn func(tr tracee), args
 	c := stacks.Capture{
 		PID: pid,
 		Regs: map[uint64]uint64{
-			stacks.RegRBX: regs.Rbx, stacks.RegRBP: regs.Rbp, stacks.RegRSP: regs.Rsp,
-			stacks.RegR12: regs.R12, stacks.RegR13: regs.R13, stacks.RegR14: regs.R14, stacks.RegR15: regs.R15,
+			symbols.RegRBX: regs.Rbx, symbols.RegRBP: regs.Rbp, symbols.RegRSP: regs.Rsp,
+			symbols.RegR12: regs.R12, symbols.RegR13: regs.R13, symbols.RegR14: regs.R14, symbols.RegR15: regs.R15,
 			stacks.RegRA: regs.Rip,
 		},
 		Requested: stackBytes,

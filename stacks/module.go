@@ -32,7 +32,6 @@ type Module struct {
 	syms  []symbol // sorted by address
 
 	mu    sync.Mutex
-	units *symbols.UnitIndex
 	lines map[dwarf.Offset]*symbols.LineTable // per compile unit, built on first use
 	pcs   map[uint64][]Frame                  // symbolized pcs, stacks repeat
 }
@@ -67,7 +66,6 @@ func OpenModule(path string) (*Module, error) {
 		m.syms = append(m.syms, symbol{name: s.Name, addr: s.Value, size: s.Size})
 	}
 	sort.Slice(m.syms, func(i, j int) bool { return m.syms[i].addr < m.syms[j].addr })
-	m.units = symbols.IndexUnits(bin.DWARF())
 	return m, nil
 }
 
@@ -157,15 +155,14 @@ func (m *Module) symbolize(vaddr uint64) []Frame {
 		base.Offset = vaddr - s.addr
 	}
 	frames := []Frame{base}
-	if cu := m.units.At(vaddr); cu != nil {
-		l := m.linesFor(cu)
+	if chain := m.bin.InlineChain(vaddr); chain.Unit != nil {
+		l := m.linesFor(chain.Unit)
 		file, line := l.At(vaddr)
-		chain := m.inlineChain(cu, vaddr)
 		// The innermost inlined function owns the pc's line; each caller
 		// is at the call site recorded on its callee.
 		frames = frames[:0]
-		for i := len(chain) - 1; i >= 0; i-- {
-			in := chain[i]
+		for i := len(chain.Calls) - 1; i >= 0; i-- {
+			in := chain.Calls[i]
 			frames = append(frames, Frame{Module: base.Module, Address: vaddr, Symbol: in.Name, File: file, Line: line, Inlined: true})
 			file, line = l.FileName(in.CallFile), in.CallLine
 		}
@@ -174,63 +171,6 @@ func (m *Module) symbolize(vaddr uint64) []Frame {
 	}
 	m.pcs[vaddr] = frames
 	return frames
-}
-
-// inlineChain lists the DW_TAG_inlined_subroutine entries containing
-// vaddr, outermost first.
-func (m *Module) inlineChain(cu *dwarf.Entry, vaddr uint64) []symbols.InlinedCall {
-	d := m.bin.DWARF()
-	r := d.Reader()
-	r.Seek(cu.Offset)
-	if _, err := r.Next(); err != nil {
-		return nil
-	}
-	var chain []symbols.InlinedCall
-	depth := 1
-	for depth > 0 {
-		e, err := r.Next()
-		if err != nil || e == nil {
-			return chain
-		}
-		if e.Tag == 0 {
-			depth--
-			continue
-		}
-		contains := false
-		switch e.Tag {
-		case dwarf.TagSubprogram, dwarf.TagInlinedSubroutine, dwarf.TagLexDwarfBlock:
-			contains = covers(d, e, vaddr)
-		}
-		if !contains {
-			if e.Children {
-				r.SkipChildren()
-			}
-			continue
-		}
-		if e.Tag == dwarf.TagInlinedSubroutine {
-			chain = append(chain, m.bin.InlinedCall(e))
-		}
-		if e.Children {
-			depth++
-		}
-	}
-	return chain
-}
-
-func covers(d *dwarf.Data, e *dwarf.Entry, vaddr uint64) bool {
-	if e.AttrField(dwarf.AttrLowpc) == nil && e.AttrField(dwarf.AttrRanges) == nil {
-		return false
-	}
-	ranges, err := d.Ranges(e)
-	if err != nil {
-		return false
-	}
-	for _, rg := range ranges {
-		if vaddr >= rg[0] && vaddr < rg[1] {
-			return true
-		}
-	}
-	return false
 }
 
 func demangled(name string) string {

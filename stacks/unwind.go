@@ -13,23 +13,15 @@ import (
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
-// Registers captured at the probe, by x86-64 DWARF number.
-const (
-	RegRBX = 3
-	RegRBP = 6
-	RegRSP = 7
-	RegR12 = 12
-	RegR13 = 13
-	RegR14 = 14
-	RegR15 = 15
-	RegRA  = 16 // return address column; the instruction pointer
-)
+// RegRA is the return-address column of x86-64 CFI, which is the
+// instruction pointer: a Capture's pc is Regs[RegRA].
+const RegRA = symbols.RegRIP
 
 // Capture is what a probe records for unwinding.
 type Capture struct {
 	PID  int
-	Regs map[uint64]uint64 // DWARF register number -> value
-	// Stack is a copy of the user stack from Regs[RegRSP] upward.
+	Regs map[uint64]uint64 // DWARF register number (symbols.RegRBX, ...) -> value
+	// Stack is a copy of the user stack from Regs[symbols.RegRSP] upward.
 	Stack []byte
 	// Requested is how many bytes the probe tried to copy.
 	Requested int
@@ -40,30 +32,31 @@ type Capture struct {
 
 // Frame is one symbolized frame.
 type Frame struct {
-	Module  string `json:"module"`
-	Address uint64 `json:"address"` // module-relative (ELF virtual address)
-	Symbol  string `json:"symbol"`
-	Offset  uint64 `json:"offset"`
-	File    string `json:"file,omitempty"`
-	Line    int    `json:"line,omitempty"`
-	Inlined bool   `json:"inlined,omitempty"`
+	Module  string
+	Address uint64 // module-relative (ELF virtual address)
+	Symbol  string
+	Offset  uint64
+	File    string
+	Line    int
+	Inlined bool
 }
 
 // Stack is an unwound stack.
 type Stack struct {
-	Frames    []Frame `json:"frames"`
-	Truncated bool    `json:"truncated"`
+	Frames    []Frame
+	Truncated bool
 	// Reason says why unwinding stopped early.
-	Reason string `json:"reason,omitempty"`
+	Reason string
 	// Notes report modules deleted or replaced on disk since they were mapped.
-	Notes []string `json:"notes,omitempty"`
+	Notes []string
 }
 
 // maxFrames bounds unwinding of corrupt or cyclic stacks.
 const maxFrames = 128
 
 // Unwinder unwinds captures. It caches modules by build-id and process
-// mappings by pid; it is safe for use by one goroutine at a time.
+// mappings by pid. Its methods may be called from several goroutines
+// (Prepare in the background while events are unwound); they take turns.
 type Unwinder struct {
 	ProcRoot string
 
@@ -72,19 +65,32 @@ type Unwinder struct {
 	byPath  map[string]*Module // path -> module, for processes that exited
 	maps    map[int][]Mapping  // per pid
 	failed  map[string]error   // modules that could not be opened
+	closed  bool
 }
+
+// ErrClosed is what Prepare returns, and why Unwind stops, after Close.
+var ErrClosed = errors.New("unwinder closed")
 
 // NewUnwinder returns an unwinder reading /proc under procRoot ("" = /proc).
 func NewUnwinder(procRoot string) *Unwinder {
 	return &Unwinder{ProcRoot: procRoot, modules: map[string]*Module{}, byPath: map[string]*Module{}, maps: map[int][]Mapping{}, failed: map[string]error{}}
 }
 
-// Close releases every module.
+// Close releases every module. It waits for a Prepare or Unwind under
+// way; later calls of Prepare and Unwind do nothing (ErrClosed), and
+// Close again returns nil.
 func (u *Unwinder) Close() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil
+	}
+	u.closed = true
 	var errs []error
 	for _, m := range u.modules {
 		errs = append(errs, m.Close())
 	}
+	u.modules, u.byPath, u.maps, u.failed = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -94,6 +100,9 @@ func (u *Unwinder) Close() error {
 func (u *Unwinder) Prepare(pid int) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.closed {
+		return ErrClosed
+	}
 	maps, err := ReadMaps(u.ProcRoot, pid)
 	if err != nil {
 		return err
@@ -223,11 +232,15 @@ func (u *Unwinder) Unwind(c Capture) Stack {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var st Stack
+	if u.closed {
+		st.Truncated, st.Reason = true, ErrClosed.Error()
+		return st
+	}
 	regs := map[uint64]uint64{}
 	for k, v := range c.Regs {
 		regs[k] = v
 	}
-	sp0 := regs[RegRSP]
+	sp0 := regs[symbols.RegRSP]
 	mem := func(addr uint64) (uint64, bool) {
 		if addr < sp0 || addr+8 > sp0+uint64(len(c.Stack)) || addr+8 < addr {
 			return 0, false
@@ -303,7 +316,7 @@ func step(m *Module, pc uint64, atEntry bool, regs map[uint64]uint64, mem func(u
 	}
 	fc, err := fde.EstablishFrame(pc)
 	if err != nil {
-		return nil, false, fmt.Errorf("bad CFI at %s+%#x: %v", m.Path, pc, err)
+		return nil, false, fmt.Errorf("bad CFI at %s+%#x: %w", m.Path, pc, err)
 	}
 	var cfa uint64
 	switch fc.CFA.Rule {
@@ -323,7 +336,7 @@ func step(m *Module, pc uint64, atEntry bool, regs map[uint64]uint64, mem func(u
 	}
 	next := map[uint64]uint64{}
 	// Callee-saved registers keep their value unless the row says otherwise.
-	for _, r := range []uint64{RegRBX, RegRBP, RegR12, RegR13, RegR14, RegR15} {
+	for _, r := range []uint64{symbols.RegRBX, symbols.RegRBP, symbols.RegR12, symbols.RegR13, symbols.RegR14, symbols.RegR15} {
 		if v, ok := regs[r]; ok {
 			next[r] = v
 		}
@@ -359,7 +372,7 @@ func step(m *Module, pc uint64, atEntry bool, regs map[uint64]uint64, mem func(u
 		}
 	}
 	next[RegRA] = next[fc.RetAddrReg]
-	next[RegRSP] = cfa
+	next[symbols.RegRSP] = cfa
 	return next, false, nil
 }
 
@@ -369,18 +382,18 @@ func framePointerStep(regs map[uint64]uint64, mem func(uint64) (uint64, bool), a
 		// The function has not pushed rbp yet: its return address is at
 		// sp and rbp is still its caller's frame pointer. Walking rbp from
 		// here would skip the caller.
-		sp := regs[RegRSP]
+		sp := regs[symbols.RegRSP]
 		ra, ok := mem(sp)
 		if !ok {
 			return nil, false, fmt.Errorf("the return address at %#x is past the copied stack", sp)
 		}
-		next := map[uint64]uint64{RegRA: ra, RegRSP: sp + 8}
-		if bp, ok := regs[RegRBP]; ok {
-			next[RegRBP] = bp
+		next := map[uint64]uint64{RegRA: ra, symbols.RegRSP: sp + 8}
+		if bp, ok := regs[symbols.RegRBP]; ok {
+			next[symbols.RegRBP] = bp
 		}
 		return next, false, nil
 	}
-	bp, ok := regs[RegRBP]
+	bp, ok := regs[symbols.RegRBP]
 	if !ok || bp == 0 {
 		return nil, false, errors.New("no CFI and no frame pointer")
 	}
@@ -389,6 +402,6 @@ func framePointerStep(regs map[uint64]uint64, mem func(uint64) (uint64, bool), a
 	if !ok1 || !ok2 {
 		return nil, false, fmt.Errorf("frame pointer %#x is outside the copied stack", bp)
 	}
-	next := map[uint64]uint64{RegRBP: savedBP, RegRA: ra, RegRSP: bp + 16}
+	next := map[uint64]uint64{symbols.RegRBP: savedBP, RegRA: ra, symbols.RegRSP: bp + 16}
 	return next, false, nil
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/ngxprobe/ngxprobe/stacks"
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 func TestParseMaps(t *testing.T) {
@@ -140,7 +141,7 @@ func TestUnwindBadCaptures(t *testing.T) {
 		binary.LittleEndian.PutUint64(selfLoop[i:], pc+1)
 	}
 	regs := func(pc, sp uint64) map[uint64]uint64 {
-		return map[uint64]uint64{stacks.RegRA: pc, stacks.RegRSP: sp, stacks.RegRBP: 0, stacks.RegRBX: 1}
+		return map[uint64]uint64{stacks.RegRA: pc, symbols.RegRSP: sp, symbols.RegRBP: 0, symbols.RegRBX: 1}
 	}
 	cases := []struct {
 		name       string

@@ -40,6 +40,9 @@ type Binary struct {
 	indexOnce sync.Once
 	index     *index
 	indexErr  error
+
+	unitsOnce sync.Once
+	units     *UnitIndex // built on first use, see unitIndex
 }
 
 type dwarfSections struct {
@@ -231,3 +234,18 @@ func (b *Binary) FunctionSymbols() []elf.Symbol {
 }
 
 var errIndex = errors.New("indexing binary")
+
+// CompDir is the build directory of the binary's first compile unit
+// (DW_AT_comp_dir): where relative source paths in its line tables
+// start. "" without DWARF.
+func (b *Binary) CompDir() string {
+	if b.dwarf == nil {
+		return ""
+	}
+	e, err := b.dwarf.Reader().Next()
+	if err != nil || e == nil {
+		return ""
+	}
+	dir, _ := e.Val(dwarf.AttrCompDir).(string)
+	return dir
+}

@@ -12,4 +12,17 @@ var (
 	ErrNoLocation       = errors.New("location not available at entry")
 	ErrNotMapped        = errors.New("address not in any PT_LOAD segment")
 	ErrNoParam          = errors.New("no such parameter")
+	ErrNotCode          = errors.New("address not in an executable section")
 )
+
+// errNoEntry: a DWARF reader found nothing where an entry should be.
+var errNoEntry = errors.New("no entry there")
+
+// orNoEntry is err, or errNoEntry when a read returned no entry and no
+// error, so that messages can wrap it with %w.
+func orNoEntry(err error) error {
+	if err == nil {
+		return errNoEntry
+	}
+	return err
+}

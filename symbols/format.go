@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/dwarf"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -12,8 +13,19 @@ import (
 // Formatted is a value decoded from the bytes a plan read.
 type Formatted struct {
 	Text string // for text output
-	JSON any    // int64, uint64 or string, for JSON output
+	JSON any    // int64, uint64, string or Pointer, for JSON output
 }
+
+// Pointer is the JSON value of a pointer. It prints, and marshals to
+// JSON, as a hexadecimal string ("0x55d0a3c4e010", "0x0"), and tells a
+// null pointer without parsing: p == 0.
+type Pointer uint64
+
+// String is the pointer in hexadecimal with 0x, as %#x prints it.
+func (p Pointer) String() string { return fmt.Sprintf("%#x", uint64(p)) }
+
+// MarshalJSON writes the pointer as a JSON string: "0x55d0a3c4e010".
+func (p Pointer) MarshalJSON() ([]byte, error) { return json.Marshal(p.String()) }
 
 // Format decodes the bytes read by the plan according to its DWARF type.
 // For ReadNgxStr, raw is the 8-byte length followed by the data read.
@@ -67,7 +79,7 @@ func (p *Plan) Format(raw []byte) Formatted {
 	}
 	switch t := u.(type) {
 	case *dwarf.PtrType:
-		return Formatted{Text: fmt.Sprintf("%#x", v), JSON: fmt.Sprintf("%#x", v)}
+		return Formatted{Text: Pointer(v).String(), JSON: Pointer(v)}
 	case *dwarf.EnumType:
 		sv := signExtend(v, size)
 		for _, e := range t.Val {

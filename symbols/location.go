@@ -22,22 +22,6 @@ const (
 	Constant
 )
 
-// Register numbers follow the x86-64 DWARF numbering.
-const (
-	RegRAX = 0
-	RegRDX = 1
-	RegRCX = 2
-	RegRBX = 3
-	RegRSI = 4
-	RegRDI = 5
-	RegRBP = 6
-	RegRSP = 7
-	RegR8  = 8
-	RegR15 = 15
-)
-
-var regNames = [...]string{"rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
-
 // Location is where a value lives at the entry of a function instance.
 type Location struct {
 	Kind   LocationKind
@@ -46,10 +30,7 @@ type Location struct {
 }
 
 func (l Location) String() string {
-	reg := fmt.Sprintf("reg%d", l.Reg)
-	if l.Reg >= 0 && l.Reg < len(regNames) {
-		reg = regNames[l.Reg]
-	}
+	reg := RegName(l.Reg)
 	switch l.Kind {
 	case InRegister:
 		return reg
@@ -89,7 +70,7 @@ func (b *Binary) params(fn *Function, pc uint64) ([]Param, error) {
 	r.Seek(die)
 	sp, err := r.Next()
 	if err != nil || sp == nil {
-		return nil, fmt.Errorf("%s: reading DWARF at %#x: %v", fn.Symbol, die, err)
+		return nil, fmt.Errorf("%s: reading DWARF at %#x: %w", fn.Symbol, die, orNoEntry(err))
 	}
 	cfaOffset, fbErr := frameBase(sp)
 	if pc != fn.Address {

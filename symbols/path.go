@@ -20,7 +20,7 @@ type Ident struct {
 	Name string
 }
 
-// Member is x->name (Arrow) or x.name.
+// MemberExpr is x->name (Arrow) or x.name.
 type MemberExpr struct {
 	At    int
 	X     Path
@@ -28,15 +28,15 @@ type MemberExpr struct {
 	Arrow bool
 }
 
-// Index is x[n].
-type Index struct {
+// IndexExpr is x[n].
+type IndexExpr struct {
 	At int
 	X  Path
 	N  int64
 }
 
-// Cast is (type *...) x.
-type Cast struct {
+// CastExpr is (type *...) x.
+type CastExpr struct {
 	At       int
 	TypeName string
 	Pointers int
@@ -45,8 +45,8 @@ type Cast struct {
 
 func (e *Ident) Pos() int      { return e.At }
 func (e *MemberExpr) Pos() int { return e.At }
-func (e *Index) Pos() int      { return e.At }
-func (e *Cast) Pos() int       { return e.At }
+func (e *IndexExpr) Pos() int  { return e.At }
+func (e *CastExpr) Pos() int   { return e.At }
 
 // PathError is a syntax or resolution error at a byte offset of the text.
 type PathError struct {
@@ -160,7 +160,7 @@ func (p *pathParser) castRest(at int, name string, ptrs int, isType func(string)
 	if err != nil {
 		return nil, err
 	}
-	return &Cast{At: at, TypeName: name, Pointers: ptrs, X: x}, nil
+	return &CastExpr{At: at, TypeName: name, Pointers: ptrs, X: x}, nil
 }
 
 func (p *pathParser) postfix(isType func(string) bool) (Path, error) {
@@ -219,7 +219,7 @@ func (p *pathParser) postfix(isType func(string) bool) (Path, error) {
 				return nil, p.errorf("expected ]")
 			}
 			p.pos++
-			x = &Index{At: at, X: x, N: n}
+			x = &IndexExpr{At: at, X: x, N: n}
 		default:
 			return x, nil
 		}
@@ -333,7 +333,7 @@ func (b *Binary) compile(text string, path Path, scope Scope) (operand, error) {
 			return operand{typ: t, root: Root{Reg: root.Reg}, lvalue: true, off: root.Add}, nil
 		}
 		return operand{typ: t, root: root}, nil
-	case *Cast:
+	case *CastExpr:
 		x, err := b.compile(text, e.X, scope)
 		if err != nil {
 			return operand{}, err
@@ -387,7 +387,7 @@ func (b *Binary) compile(text string, path Path, scope Scope) (operand, error) {
 			x.off += m.BitOffset / 8
 		}
 		return x, nil
-	case *Index:
+	case *IndexExpr:
 		x, err := b.compile(text, e.X, scope)
 		if err != nil {
 			return operand{}, err

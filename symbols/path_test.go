@@ -264,9 +264,9 @@ func render(p symbols.Path) string {
 			op = "->"
 		}
 		return render(e.X) + op + e.Name
-	case *symbols.Index:
+	case *symbols.IndexExpr:
 		return render(e.X) + "[" + itoa(e.N) + "]"
-	case *symbols.Cast:
+	case *symbols.CastExpr:
 		return "(" + e.TypeName + strings.Repeat("*", e.Pointers) + ")(" + render(e.X) + ")"
 	}
 	return "?"
@@ -332,12 +332,12 @@ func FuzzParsePath(f *testing.F) {
 					t.Fatalf("ParsePath(%q): empty member name", text)
 				}
 				walk(e.X)
-			case *symbols.Index:
+			case *symbols.IndexExpr:
 				if e.N < 0 {
 					t.Fatalf("ParsePath(%q): negative index", text)
 				}
 				walk(e.X)
-			case *symbols.Cast:
+			case *symbols.CastExpr:
 				walk(e.X)
 			}
 		}

@@ -208,7 +208,7 @@ func (b *Binary) ReturnType(fn *Function) (dwarf.Type, error) {
 	r.Seek(die)
 	e, err := r.Next()
 	if err != nil || e == nil {
-		return nil, fmt.Errorf("%s: reading DWARF: %v", fn.Symbol, err)
+		return nil, fmt.Errorf("%s: reading DWARF: %w", fn.Symbol, orNoEntry(err))
 	}
 	off, ok := b.Attr(e, dwarf.AttrType).(dwarf.Offset)
 	if !ok {

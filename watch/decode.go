@@ -5,11 +5,18 @@ import (
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 // dwarfGPR maps x86 encoding order (ax cx dx bx sp bp si di r8..r15) to
 // x86-64 DWARF register numbers.
-var dwarfGPR = [16]int{0, 2, 1, 3, 7, 6, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15}
+var dwarfGPR = [16]int{
+	symbols.RegRAX, symbols.RegRCX, symbols.RegRDX, symbols.RegRBX,
+	symbols.RegRSP, symbols.RegRBP, symbols.RegRSI, symbols.RegRDI,
+	symbols.RegR8, symbols.RegR9, symbols.RegR10, symbols.RegR11,
+	symbols.RegR12, symbols.RegR13, symbols.RegR14, symbols.RegR15,
+}
 
 // gpr returns the DWARF number of a general register, its width in bytes
 // and the shift of the named part (8 for ah, bh, ch, dh).
@@ -32,11 +39,6 @@ func gpr(r x86asm.Reg) (num, width int, shift uint8, ok bool) {
 	}
 	return NoReg, 0, 0, false
 }
-
-// DWARF numbers of the registers the scan treats specially.
-const (
-	regRSP = 7
-)
 
 // readsOnly lists instructions whose memory operand, though first in
 // Intel order, is only read.
@@ -174,7 +176,7 @@ func classify(inst x86asm.Inst, pc uint64, field FieldRef, globals *globalIndex,
 			if !ok {
 				return nil, skipAbsolute
 			}
-			if n == regRSP {
+			if n == symbols.RegRSP {
 				return nil, skipStack
 			}
 			common.Base = n
@@ -374,4 +376,41 @@ func isVector(a x86asm.Arg) bool {
 	}
 	name := r.String()
 	return strings.HasPrefix(name, "X") || strings.HasPrefix(name, "Y") || strings.HasPrefix(name, "Z") || strings.HasPrefix(name, "M")
+}
+
+// LoadedFromSameWord reports whether the register a site stores was
+// loaded from the very word it writes (same base, index and
+// displacement): a read-modify-write, as bitfield updates are, rather
+// than a copy out of another object. False when the site ends no
+// read-modify-write sequence (LoadAddr 0) or the load cannot be read.
+func LoadedFromSameWord(bin *symbols.Binary, s Site) bool {
+	if s.LoadAddr == 0 {
+		return false
+	}
+	code, err := bin.Code(s.LoadAddr, 16)
+	if err != nil {
+		return false
+	}
+	inst, err := x86asm.Decode(code, 64)
+	if err != nil {
+		return false
+	}
+	for _, a := range inst.Args {
+		if m, ok := a.(x86asm.Mem); ok {
+			return dwarfReg(m.Base) == s.Base && dwarfReg(m.Index) == s.Index && m.Disp == s.Disp
+		}
+	}
+	return false
+}
+
+// dwarfReg is the DWARF number of an address register, NoReg for none.
+func dwarfReg(r x86asm.Reg) int {
+	if r == 0 {
+		return NoReg
+	}
+	n, _, _, ok := gpr(r)
+	if !ok {
+		return NoReg
+	}
+	return n
 }

@@ -4,6 +4,11 @@
 // and report where and when the field flips. It also gives what a BPF
 // program needs to work out, at such an instruction, the field's new value.
 //
+// The package is the static analysis only: it reads a binary (through
+// package symbols) and decodes its code, and attaches nothing. Package
+// flips (watch/flips) turns a watch into probes and decodes their events
+// into flips.
+//
 // # Finding the field
 //
 // ResolveField reads the field's place from DWARF: the byte holding its

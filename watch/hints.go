@@ -53,7 +53,7 @@ func hintFor(bin *symbols.Binary, s *Site, e *dwarf.Entry, add int64) (TypeHint,
 	}
 	label := fmt.Sprintf("%s (%s)", name, symbols.TypeName(t))
 	if add != 0 {
-		label = fmt.Sprintf("%s (%s) = %s%+d", name, symbols.TypeName(t), regName(s.Base), add)
+		label = fmt.Sprintf("%s (%s) = %s%+d", name, symbols.TypeName(t), symbols.RegName(s.Base), add)
 	}
 	ptr, ok := symbols.Underlying(t).(*dwarf.PtrType)
 	if !ok || ptr.Type == nil {
@@ -83,15 +83,6 @@ func hintFor(bin *symbols.Binary, s *Site, e *dwarf.Entry, add int64) (TypeHint,
 		}
 	}
 	return HintMismatch, label
-}
-
-var dwarfRegNames = [...]string{"rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"}
-
-func regName(n int) string {
-	if n >= 0 && n < len(dwarfRegNames) {
-		return dwarfRegNames[n]
-	}
-	return fmt.Sprintf("reg%d", n)
 }
 
 // judge combines the verdicts of the variables in one base register.

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/output"
+	"github.com/ngxprobe/ngxprobe/internal/target"
+	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/script"
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// targetFlags choose what to trace; every command takes them.
+type targetFlags struct {
+	pid    int
+	binary string
+}
+
+func (c *targetFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&c.pid, "p", 0, "nginx master or worker `PID`")
+	fs.StringVar(&c.binary, "binary", "", "nginx executable `PATH`")
+}
+
+func (c *targetFlags) target() (*target.Target, error) {
+	switch {
+	case c.pid != 0 && c.binary != "":
+		return nil, fmt.Errorf("%w: give -p or --binary, not both", errUsage)
+	case c.pid != 0:
+		return target.FromPID("", c.pid)
+	case c.binary != "":
+		return target.FromBinary(c.binary)
+	}
+	return nil, fmt.Errorf("%w: give -p PID or --binary PATH", errUsage)
+}
+
+// open checks the privileges to attach (when attaching), then opens the
+// target's binary. Privileges come first: without them /proc/PID/exe of
+// another user's nginx is unreadable, and that error would hide the real
+// cause. It returns when opening started, for the attach time.
+func (c *targetFlags) open(attach bool) (*target.Target, *symbols.Binary, time.Time, error) {
+	if attach {
+		if err := probes.CheckSupport(); err != nil {
+			return nil, nil, time.Time{}, err
+		}
+	}
+	t, err := c.target()
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	start := time.Now()
+	bin, err := symbols.Open(t.Path, nil)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return t, bin, start, nil
+}
+
+// traceFlags are the flags of the commands that attach and print: run
+// and watch.
+type traceFlags struct {
+	targetFlags
+	format     string
+	duration   time.Duration
+	ringBytes  int
+	stackBytes int
+}
+
+func (c *traceFlags) register(fs *flag.FlagSet) {
+	c.targetFlags.register(fs)
+	fs.StringVar(&c.format, "o", "text", "output format: "+strings.Join(output.Formats, " or "))
+	fs.DurationVar(&c.duration, "duration", 0, "detach after this long (default: until Ctrl-C)")
+	fs.IntVar(&c.ringBytes, "ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
+	fs.IntVar(&c.stackBytes, "stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per hit (a multiple of 512)")
+}
+
+// check validates the flags that need no binary.
+func (c *traceFlags) check() error {
+	if _, err := output.New(c.format, io.Discard); err != nil {
+		return fmt.Errorf("%w: -o: %v", errUsage, err)
+	}
+	return nil
+}
+
+func (c *traceFlags) attachOptions(t *target.Target) probes.Options {
+	return probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: c.ringBytes, StackBytes: c.stackBytes}
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (p *listFlag) String() string     { return strings.Join(*p, " ") }
+func (p *listFlag) Set(v string) error { *p = append(*p, v); return nil }
+
+// parse lets flags and positional arguments come in any order.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+// scriptArg is a script named on the command line or given with -e.
+type scriptArg struct {
+	path, text string
+}
+
+// scriptFlags take a script as the one positional argument or with -e.
+type scriptFlags struct {
+	inline string
+}
+
+func (c *scriptFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.inline, "e", "", "probe-set script `TEXT`")
+}
+
+// parse parses the flags and returns the script they name, or nil.
+func (c *scriptFlags) parse(fs *flag.FlagSet, args []string) (*scriptArg, error) {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(pos) > 1:
+		return nil, fmt.Errorf("%w: one script at a time, got %q", errUsage, pos)
+	case len(pos) == 1 && c.inline != "":
+		return nil, fmt.Errorf("%w: give a script file or -e, not both", errUsage)
+	case len(pos) == 1:
+		return &scriptArg{path: pos[0]}, nil
+	case c.inline != "":
+		return &scriptArg{text: c.inline}, nil
+	}
+	return nil, nil
+}
+
+func (a *scriptArg) parse() (*script.Script, error) {
+	if a.path != "" {
+		return script.ParseFile(a.path, nil)
+	}
+	return script.ParseText("-e", a.text, nil)
+}

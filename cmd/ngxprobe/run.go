@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/output"
+	"github.com/ngxprobe/ngxprobe/internal/probeset"
+	"github.com/ngxprobe/ngxprobe/internal/target"
+	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/script"
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// cmdRun attaches a probe set: a script, the scripts that --probe flags
+// stand for, or the default set; --stack adds the close stacks to the
+// last two.
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var flags traceFlags
+	var scriptFlag scriptFlags
+	var probeSpecs listFlag
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	flags.register(fs)
+	scriptFlag.register(fs)
+	fs.Var(&probeSpecs, "probe", "probe `SPEC`: "+probeset.FlagSyntax+" (repeatable)")
+	withStacks := fs.Bool("stack", false, "add probes with stacks where nginx closes connections")
+	src, err := scriptFlag.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case src != nil && len(probeSpecs) > 0:
+		return fmt.Errorf("%w: give a script or --probe, not both", errUsage)
+	case src != nil && *withStacks:
+		return fmt.Errorf("%w: --stack adds close stacks to the default set or --probe; in a script, write stack in the probes that need one", errUsage)
+	}
+	if err := flags.check(); err != nil {
+		return err
+	}
+	// Parse before anything else: a typo is reported the same with or
+	// without root. The default set and --probe flags are script text;
+	// the close stacks that --stack adds to them depend on the binary, so
+	// that text is parsed again once the binary is open.
+	var parsed *script.Script
+	name, text := probeset.DefaultName, probeset.Default
+	if len(probeSpecs) > 0 {
+		name = "--probe"
+		if text, err = flagsScript(probeSpecs); err != nil {
+			return err
+		}
+	}
+	if src != nil {
+		parsed, err = src.parse()
+	} else {
+		parsed, err = script.ParseText(name, text, nil)
+	}
+	if err != nil {
+		return err
+	}
+	t, bin, start, err := flags.open(true)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	if *withStacks {
+		if parsed, err = script.ParseText(name, text+probeset.CloseStacks(bin.HasFunction), nil); err != nil {
+			return err
+		}
+	}
+	program, err := script.Compile(bin, parsed)
+	if err != nil {
+		return err
+	}
+	tr, err := attach(t, program.Probes, &flags, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	defer tr.close()
+	printAttachSummary(stderr, t, bin, program.Probes, time.Since(start))
+	if anyStack(program.Probes) {
+		tr.prepareStacks()
+	}
+	err = tr.run(ctx, flags.duration, func(ev probes.Event, st *output.Stack) error {
+		if w := program.Watch(ev.Probe); w != nil {
+			return tr.out.Flip(flipOutput(tr.wall(ev.TimeNS), ev, w.Decode(ev), st))
+		}
+		return tr.out.Event(eventOutput(tr.wall(ev.TimeNS), ev, program.Format(ev.Probe), st))
+	})
+	if err != nil {
+		return err
+	}
+	if len(program.Aggregations) > 0 {
+		if err := tr.out.Aggregates(aggregatesOutput(program.Aggregations, tr.sess.Aggregates())); err != nil {
+			return err
+		}
+		if err := tr.buffered.Flush(); err != nil {
+			return err
+		}
+	}
+	return tr.finish()
+}
+
+// flagsScript is the script that --probe flags stand for.
+func flagsScript(specs []string) (string, error) {
+	var text strings.Builder
+	for _, spec := range specs {
+		s, err := probeset.FromFlag(spec)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", errUsage, err)
+		}
+		text.WriteString(s)
+	}
+	return text.String(), nil
+}
+
+func anyStack(ps []*probes.Probe) bool {
+	for _, p := range ps {
+		if p.Stack {
+			return true
+		}
+	}
+	return false
+}
+
+func printAttachSummary(w io.Writer, t *target.Target, bin *symbols.Binary, ps []*probes.Probe, took time.Duration) {
+	who := "every process running it"
+	switch {
+	case t.Master:
+		who = fmt.Sprintf("master %d and its workers %v (new workers included)", t.PID, t.Workers)
+	case t.PID != 0:
+		who = fmt.Sprintf("pid %d", t.PID)
+	}
+	debug := bin.DebugSource
+	if debug == "" {
+		debug = "none"
+	}
+	fmt.Fprintf(w, "ngxprobe: attached %d probes to %s (debug info: %s), tracing %s, in %d ms\n",
+		len(ps), t.Display, debug, who, took.Milliseconds())
+	for _, p := range ps {
+		kind := "uprobe"
+		if p.Return {
+			kind = "uretprobe"
+		}
+		where := p.Function.Symbol
+		if p.At != 0 {
+			where = fmt.Sprintf("%s+%#x", where, p.At)
+		}
+		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, p.Name, where, p.Function.Address+p.At, p.Function.Offset+p.At, len(p.Values))
+	}
+}

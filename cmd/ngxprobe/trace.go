@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ngxprobe/ngxprobe/internal/output"
+	"github.com/ngxprobe/ngxprobe/internal/target"
+	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/stacks"
+)
+
+// pollInterval bounds how long an event waits in the ring buffer before it
+// is printed; programs wake the reader early only when the ring fills.
+const pollInterval = 50 * time.Millisecond
+
+// The queue between the ring and the printer holds records read but not
+// yet printed: the reader keeps draining the ring while the first stacks
+// index their modules (a few hundred ms for a libc with debug info), and
+// past the queue the ring fills and the kernel counts what is lost.
+// Records, not decoded events (several times larger), are queued, and the
+// queue is bounded by bytes too: default-set records (under 1 KiB) fill
+// 8 MiB, while stack records (8 KiB each) stop at 64 MiB.
+const (
+	maxQueued  = 16384
+	queueBytes = 64 << 20
+)
+
+// queueLen is how many records of up to recordSize bytes the queue holds.
+func queueLen(recordSize int) int {
+	return min(maxQueued, max(256, queueBytes/max(recordSize, 1)))
+}
+
+// tracer is one attached trace, shared by run and watch: it owns the
+// session, the stack unwinder, the printer, the loop that reads and prints
+// events, and the summary printed when the trace ends.
+type tracer struct {
+	target   *target.Target
+	sess     *probes.Session
+	unwinder *stacks.Unwinder
+	buffered *bufio.Writer
+	out      output.Printer
+	// diag writes the summary, in the output's format, to stderr.
+	diag   output.Printer
+	stderr io.Writer
+	// bootWall anchors the probes' CLOCK_MONOTONIC timestamps to the
+	// wall clock.
+	bootWall time.Time
+	// indexing is the stack indexer started by prepareStacks; close
+	// waits for it.
+	indexing  sync.WaitGroup
+	delivered map[*probes.Probe]uint64
+}
+
+// attach attaches the probes to the target and makes the printers. The
+// caller must close the tracer.
+func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, stderr io.Writer) (*tracer, error) {
+	buffered := bufio.NewWriterSize(stdout, 64<<10)
+	out, err := output.New(flags.format, buffered)
+	if err != nil {
+		return nil, fmt.Errorf("%w: -o: %v", errUsage, err)
+	}
+	diag, _ := output.New(flags.format, stderr)
+	sess, err := probes.Attach(t.Path, ps, flags.attachOptions(t))
+	if err != nil {
+		return nil, err
+	}
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return &tracer{
+		target:    t,
+		sess:      sess,
+		unwinder:  stacks.NewUnwinder(""),
+		buffered:  buffered,
+		out:       out,
+		diag:      diag,
+		stderr:    stderr,
+		bootWall:  time.Now().Add(-time.Duration(ts.Nano())),
+		delivered: map[*probes.Probe]uint64{},
+	}, nil
+}
+
+// close detaches (if the trace has not ended) and frees everything, after
+// the stack indexer has stopped.
+func (tr *tracer) close() {
+	tr.indexing.Wait()
+	tr.unwinder.Close()
+	_ = tr.sess.Close()
+}
+
+// wall converts a probe's CLOCK_MONOTONIC timestamp.
+func (tr *tracer) wall(ns uint64) time.Time { return tr.bootWall.Add(time.Duration(ns)) }
+
+// prepareStacks indexes the workers' modules in the background, off the
+// attach path, so that the first stack does not stall the reader and a
+// worker that exits before its events are read still gets names. The
+// indexing takes about a second of CPU; "stacks ready" says it is done.
+func (tr *tracer) prepareStacks() {
+	tr.indexing.Add(1)
+	go func() {
+		defer tr.indexing.Done()
+		start := time.Now()
+		for _, pid := range tr.target.Workers {
+			tr.unwinder.Prepare(pid)
+		}
+		fmt.Fprintf(tr.stderr, "ngxprobe: stacks ready: modules of %d processes indexed in %d ms\n", len(tr.target.Workers), time.Since(start).Milliseconds())
+	}()
+}
+
+// run reads and prints events until ctx ends or the duration passes,
+// then detaches and drains: every hit is then either printed or counted
+// as lost. handle prints one event with its unwound stack.
+func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(probes.Event, *output.Stack) error) error {
+	if duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, duration)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	records := make(chan []byte, queueLen(tr.sess.MaxRecordSize()))
+	readDone := make(chan error, 1)
+	go func() { readDone <- tr.readRecords(ctx, records) }()
+	var printErr error
+	for raw := range records {
+		if printErr != nil {
+			continue // drain, so that the reader can finish
+		}
+		printErr = tr.print(raw, handle)
+		if printErr == nil && len(records) == 0 {
+			printErr = tr.buffered.Flush() // caught up: show what we have
+		}
+		if printErr != nil {
+			cancel()
+		}
+	}
+	if err := <-readDone; err != nil {
+		return err
+	}
+	if printErr != nil {
+		return printErr
+	}
+	return tr.buffered.Flush()
+}
+
+func (tr *tracer) print(raw []byte, handle func(probes.Event, *output.Stack) error) error {
+	ev, ok, err := tr.sess.Decode(raw)
+	if err != nil || !ok {
+		return err
+	}
+	tr.delivered[ev.Probe]++
+	var st *output.Stack
+	if ev.Stack != nil {
+		st = stackOutput(tr.unwinder.Unwind(*ev.Stack))
+	}
+	return handle(ev, st)
+}
+
+// readRecords moves records from the ring to out until ctx ends, then
+// detaches and drains the ring with a flush.
+func (tr *tracer) readRecords(ctx context.Context, out chan<- []byte) error {
+	defer close(out)
+	for ctx.Err() == nil {
+		tr.sess.SetDeadline(time.Now().Add(pollInterval))
+		raw, err := tr.sess.ReadRecord()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		out <- raw
+	}
+	if err := tr.sess.Detach(); err != nil {
+		fmt.Fprintf(tr.stderr, "ngxprobe: detach: %v\n", err)
+	}
+	tr.sess.SetDeadline(time.Time{})
+	if err := tr.sess.Flush(); err != nil {
+		return fmt.Errorf("drain the ring buffer: %w", err)
+	}
+	for {
+		raw, err := tr.sess.ReadRecord()
+		switch {
+		case errors.Is(err, probes.ErrFlushed):
+			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A deadline passed during the last poll: the reader reports
+			// it once, then reads on.
+			continue
+		case err != nil:
+			return fmt.Errorf("drain the ring buffer: %w", err)
+		}
+		out <- raw
+	}
+}
+
+// finish closes the session and prints the summary: hits, events and
+// lost events per probe. Aggregations must be read before.
+func (tr *tracer) finish() error {
+	counts := tr.sess.Counts()
+	if err := tr.sess.Close(); err != nil {
+		fmt.Fprintf(tr.stderr, "ngxprobe: close: %v\n", err)
+	}
+	var s output.Summary
+	for _, c := range counts {
+		s.Probes = append(s.Probes, output.ProbeCount{Probe: c.Probe.Name, Function: c.Probe.Function.Symbol, Hits: c.Hits, Events: tr.delivered[c.Probe], Lost: c.Lost})
+	}
+	return tr.diag.Summary(s)
+}
+
+// stackOutput is an unwound stack in the output model.
+func stackOutput(st stacks.Stack) *output.Stack {
+	out := &output.Stack{Frames: make([]output.Frame, len(st.Frames)), Truncated: st.Truncated, Reason: st.Reason, Notes: st.Notes}
+	for i, f := range st.Frames {
+		out.Frames[i] = output.Frame{Module: f.Module, Address: f.Address, Symbol: f.Symbol, Offset: f.Offset, File: f.File, Line: f.Line, Inlined: f.Inlined}
+	}
+	return out
+}

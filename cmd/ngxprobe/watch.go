@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/output"
+	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/watch"
+	"github.com/ngxprobe/ngxprobe/watch/flips"
+)
+
+var watchModes = map[string]flips.Mode{"exact": flips.Exact, "diff": flips.Diff, "both": flips.Both}
+
+// cmdWatch reports flips of a connection's field: exact mode probes the
+// instructions that write it, diff mode compares it between functions.
+func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var flags traceFlags
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	flags.register(fs)
+	mode := fs.String("mode", "exact", "exact, diff or both")
+	explain := fs.Bool("explain", false, "list the write sites and probe points, attach nothing")
+	noStack := fs.Bool("no-stack", false, "do not capture a stack per flip")
+	allSites := fs.Bool("all-sites", false, "also probe wide stores not known to write the watched type")
+	var at listFlag
+	fs.Var(&at, "at", "diff mode: compare at entry and return of `FUNC[:CONN]` instead of the default points (repeatable); CONN names the connection, c by default")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: watch needs one EXPR, e.g. 'c->read->eof'", errUsage)
+	}
+	m, ok := watchModes[*mode]
+	if !ok {
+		return fmt.Errorf("%w: --mode %q: want exact, diff or both", errUsage, *mode)
+	}
+	if err := flags.check(); err != nil {
+		return err
+	}
+	if _, err := flips.ParseExpr(pos[0]); err != nil {
+		return err
+	}
+	t, bin, start, err := flags.open(!*explain)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	opts := flips.Options{Mode: m, Stack: !*noStack, AllSites: *allSites}
+	for _, a := range at {
+		fn, key, _ := strings.Cut(a, ":")
+		if key == "" {
+			key = "c"
+		}
+		opts.DiffPoints = append(opts.DiffPoints, flips.DiffPoint{Function: fn, Key: key, Return: true})
+	}
+	prog, err := flips.Prepare(bin, pos[0], opts)
+	if err != nil {
+		return watchAdvice(err)
+	}
+	if *explain {
+		return explainWatch(stdout, prog, time.Since(start))
+	}
+	tr, err := attach(t, prog.Probes, &flags, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	defer tr.close()
+	fmt.Fprintf(stderr, "ngxprobe: attached watch %s (%s.%s, byte %d bit %d) to %s in %d ms: %d write sites probed of %d found, %d diff points\n",
+		prog.Expr.Text, prog.Field.Type, prog.Field.Member, prog.Field.Offset, prog.Field.BitOffset, t.Display, time.Since(start).Milliseconds(), probedSites(prog), len(prog.Sites), len(prog.Points))
+	for _, n := range prog.Notes {
+		fmt.Fprintf(stderr, "  note: %s\n", n)
+	}
+	if !*noStack {
+		tr.prepareStacks()
+	}
+	err = tr.run(ctx, flags.duration, func(ev probes.Event, st *output.Stack) error {
+		return tr.out.Flip(flipOutput(tr.wall(ev.TimeNS), ev, prog.Decode(ev), st))
+	})
+	if err != nil {
+		return err
+	}
+	printHotSites(stderr, prog, tr.sess.WatchHits())
+	return tr.finish()
+}
+
+// watchAdvice adds the flags that answer a watch that cannot be
+// prepared as asked.
+func watchAdvice(err error) error {
+	switch {
+	case errors.Is(err, flips.ErrNoSites):
+		return fmt.Errorf("%w; --mode diff compares the field where nginx reads connections instead", err)
+	case errors.Is(err, flips.ErrNoProbedSites):
+		return fmt.Errorf("%w; --all-sites probes them all, --explain lists them", err)
+	}
+	return err
+}
+
+func probedSites(prog *flips.Program) int {
+	n := 0
+	for _, ok := range prog.Probed {
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// printHotSites names the write sites that trapped most: each hit costs
+// a trap whether or not the field flips, so these are the watch's cost.
+func printHotSites(w io.Writer, prog *flips.Program, hits []uint64) {
+	type hot struct {
+		site watch.Site
+		n    uint64
+	}
+	var hs []hot
+	var total uint64
+	for cookie, n := range hits {
+		if i := prog.SiteOf(cookie); i >= 0 && n > 0 {
+			hs = append(hs, hot{prog.Sites[i], n})
+			total += n
+		}
+	}
+	if len(hs) == 0 {
+		return
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].n > hs[j].n })
+	fmt.Fprintf(w, "ngxprobe: %d write-site hits; the busiest sites:\n", total)
+	for _, h := range hs[:min(len(hs), 8)] {
+		fmt.Fprintf(w, "  %8d  %s\n", h.n, h.site)
+	}
+}
+
+func explainWatch(w io.Writer, prog *flips.Program, took time.Duration) error {
+	fmt.Fprintf(w, "watch %s: %s.%s at byte %d, bit %d, %d bits; %d write sites, %d probed (resolved in %d ms)\n",
+		prog.Expr.Text, prog.Field.Type, prog.Field.Member, prog.Field.Offset, prog.Field.BitOffset, prog.Field.BitSize, len(prog.Sites), probedSites(prog), took.Milliseconds())
+	for i, s := range prog.Sites {
+		how := "probed: new value computed from the instruction"
+		switch {
+		case !prog.Probed[i]:
+			how = "NOT probed: " + prog.Skipped[i]
+		case !s.Effect.Valid:
+			how = fmt.Sprintf("probed before and after (effect not modelled: %s)", s.Reason)
+		}
+		fmt.Fprintf(w, "  %s\n      %s\n", s, how)
+	}
+	if len(prog.Points) > 0 {
+		fmt.Fprintf(w, "diff points: %s\n", strings.Join(prog.Points, ", "))
+	}
+	for _, n := range prog.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	return nil
+}

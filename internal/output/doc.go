@@ -1,0 +1,12 @@
+// Package output prints what ngxprobe traced: events, field flips,
+// aggregations and the exit summary, as text blocks or JSON lines.
+//
+// Its model is neutral: [Event], [Flip], [Aggregate] and [Summary] hold
+// values already decoded and named, and know nothing of BPF records,
+// DWARF or scripts. The tracer fills them (cmd/ngxprobe's trace.go), and
+// a [Printer] writes them. Text and JSON are the two printers; an
+// exporter such as OTLP is a third implementation of the same interface.
+//
+// The JSON keys are stable and documented in the README; they are set
+// here, by the structs in json.go, and nowhere else.
+package output

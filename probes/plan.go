@@ -1,0 +1,155 @@
+package probes
+
+import (
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
+
+// Probe is one attach point: a function instance at entry or return, and
+// the values to read there.
+type Probe struct {
+	Name     string // as the user wrote it, e.g. ngx_unix_recv or ngx_unix_recv%return
+	Function *symbols.Function
+	Return   bool
+	Values   []*symbols.Plan
+	// Stack captures registers and the user stack for unwinding.
+	Stack bool
+	// At is the probe's offset from the function's entry (FUNCTION+OFF
+	// and FILE:LINE probes); return probes are at 0.
+	At uint64
+	// Filter, when set, decides in the kernel which hits count further.
+	Filter Cond
+	// Aggregates are updated on every hit that passes the filter.
+	Aggregates []AggregateUpdate
+	// NoEvent: the probe only aggregates; it writes no event.
+	NoEvent bool
+	// Watch, when set, makes this probe a field watch: it attaches to the
+	// watch's write sites, not to Function; its values may use the pseudo
+	// registers (RegObject, RegSite, RegOld, RegNew).
+	Watch *Watch
+	// Diff, when set, reports changes of a field between probe points.
+	Diff *Diff
+}
+
+// Options configure Attach.
+type Options struct {
+	// PID restricts events to one process; with Children, to its children
+	// too (an nginx master and its workers, across reloads). 0: every
+	// process running the binary.
+	PID      int
+	Children bool
+	// RingBufferBytes is the event buffer size, a power of two pages.
+	RingBufferBytes int
+	// StackBytes is how much stack a probe with Stack copies; 8 KiB when 0.
+	StackBytes int
+}
+
+// DefaultStackBytes is the stack copy of a probe with Stack.
+const DefaultStackBytes = 8 << 10
+
+// planned is a program with the function it attaches to.
+type planned struct {
+	program
+	function *symbols.Function
+	at       uint64
+}
+
+// plan turns probes into programs: one per probe, plus an entry program
+// that saves arguments for each return probe whose function has no entry
+// probe of its own.
+func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes int) []planned {
+	// Per function (by entry address): its id in the saved-roots key, and
+	// the roots its return probes need saved at entry.
+	ids := map[uint64]uint64{}
+	roots := map[uint64][]rootKey{}
+	for _, p := range probes {
+		addr := p.Function.Address
+		if _, ok := ids[addr]; !ok {
+			ids[addr] = uint64(len(ids) + 1)
+		}
+		if !p.Return {
+			continue
+		}
+		for _, v := range p.plans() {
+			if v.Root.Const || v.Root.Return || v.Root.Reg >= RegObject {
+				continue
+			}
+			r := rootKey{v.Root.Reg, v.Root.Add}
+			if indexOf(roots[addr], r) < 0 {
+				roots[addr] = append(roots[addr], r)
+			}
+		}
+	}
+	var out []planned
+	saving := map[uint64]bool{} // functions whose entry program saves roots
+	for id, p := range probes {
+		addr := p.Function.Address
+		l := newLayout(p.Values)
+		if p.Stack {
+			l = l.withStack(stackBytes)
+		}
+		pr := planned{function: p.Function, at: p.At, program: program{
+			probeID: uint32(id), emit: !p.NoEvent, layout: l,
+			isReturn: p.Return, functionID: ids[addr], filter: filter, wakeupBytes: int(wakeupBytes),
+			where: p.Filter, aggregates: p.Aggregates,
+		}}
+		if p.Return {
+			pr.savedRoots = roots[addr]
+		} else if !saving[addr] {
+			pr.saveRoots = roots[addr]
+			saving[addr] = true
+		}
+		out = append(out, pr)
+	}
+	// Saving-only programs count their hits past the probes' slots.
+	nextID := uint32(len(probes))
+	for _, p := range probes {
+		addr := p.Function.Address
+		if saving[addr] || len(roots[addr]) == 0 {
+			continue
+		}
+		saving[addr] = true
+		out = append(out, planned{function: p.Function, program: program{
+			probeID: nextID, functionID: ids[addr], saveRoots: roots[addr], filter: filter,
+		}})
+		nextID++
+	}
+	return out
+}
+
+// plans lists every plan the probe evaluates: values, filter operands,
+// the diff's key and field, and aggregation keys and values.
+func (p *Probe) plans() []*symbols.Plan {
+	out := append([]*symbols.Plan(nil), p.Values...)
+	var walk func(c Cond)
+	walk = func(c Cond) {
+		switch c := c.(type) {
+		case And:
+			walk(c.L)
+			walk(c.R)
+		case Or:
+			walk(c.L)
+			walk(c.R)
+		case Not:
+			walk(c.X)
+		case Compare:
+			for _, o := range []Operand{c.L, c.R} {
+				if o.Plan != nil {
+					out = append(out, o.Plan)
+				}
+			}
+		case StringEquals:
+			out = append(out, c.Plan)
+		}
+	}
+	walk(p.Filter)
+	if p.Diff != nil {
+		out = append(out, p.Diff.Key, p.Diff.Value)
+	}
+	for _, u := range p.Aggregates {
+		out = append(out, u.Keys...)
+		if u.Value != nil && u.Value.Plan != nil {
+			out = append(out, u.Value.Plan)
+		}
+	}
+	return out
+}

@@ -1,0 +1,164 @@
+package probes
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/ngxprobe/ngxprobe/stacks"
+)
+
+// Event is one probe hit.
+type Event struct {
+	Probe  *Probe
+	PID    uint32
+	TID    uint32
+	TimeNS uint64 // CLOCK_MONOTONIC
+	Values []Value
+	// Stack is set for probes with Stack: registers and stack bytes to
+	// unwind with package stacks.
+	Stack *stacks.Capture
+}
+
+// ErrClosed is returned by Read and ReadRecord after Close.
+var ErrClosed = errors.New("session closed")
+
+// ErrFlushed is returned by Read and ReadRecord after Flush, once every
+// record written before Flush has been read; test for it with
+// errors.Is(err, ErrFlushed). The next read after it waits for records
+// again.
+var ErrFlushed = errors.New("ring buffer flushed")
+
+// Read blocks until the next event. It returns ErrClosed after Close,
+// and ErrFlushed once the ring is drained after Flush. Programs wake the
+// reader only once an eighth of the ring is pending, so callers should
+// set a deadline (SetDeadline) to bound how long events wait.
+func (s *Session) Read() (Event, error) {
+	for {
+		raw, err := s.readSample()
+		if err != nil {
+			return Event{}, err
+		}
+		if ev, ok, err := s.Decode(raw); ok || err != nil {
+			return ev, err
+		}
+	}
+}
+
+// ReadRecord is Read without decoding: it returns a copy of the next raw
+// event for Decode. A record is several times smaller than its decoded
+// event, so a reader that must queue events before they are printed
+// queues records.
+func (s *Session) ReadRecord() ([]byte, error) {
+	raw, err := s.readSample()
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), raw...), nil
+}
+
+// MaxRecordSize is the largest record a probe of the session emits.
+func (s *Session) MaxRecordSize() int {
+	n := headerSize
+	for _, l := range s.layouts {
+		n = max(n, l.size)
+	}
+	return n
+}
+
+// readSample returns the next sample, valid until the next call.
+func (s *Session) readSample() ([]byte, error) {
+	if s.reader == nil {
+		return nil, ErrClosed
+	}
+	err := s.reader.ReadInto(&s.record)
+	if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		return nil, ErrClosed
+	}
+	if errors.Is(err, ringbuf.ErrFlushed) {
+		return nil, ErrFlushed
+	}
+	if err != nil {
+		return nil, err // os.ErrDeadlineExceeded among others
+	}
+	return s.record.RawSample, nil
+}
+
+// Decode turns a record into an Event; ok is false for a record that no
+// probe of the session emitted. Decode only reads the session's probes,
+// so it may run in another goroutine than Read.
+func (s *Session) Decode(raw []byte) (ev Event, ok bool, err error) {
+	if len(raw) < headerSize {
+		return Event{}, false, nil
+	}
+	id := binary.LittleEndian.Uint32(raw[hdrProbeID:])
+	if int(id) >= len(s.probes) {
+		return Event{}, false, nil
+	}
+	pidTgid := binary.LittleEndian.Uint64(raw[hdrPidTgid:])
+	ev = Event{
+		Probe:  s.probes[id],
+		PID:    uint32(pidTgid >> 32),
+		TID:    uint32(pidTgid),
+		TimeNS: binary.LittleEndian.Uint64(raw[hdrTime:]),
+	}
+	if ev.Values, err = s.layouts[id].decode(raw); err != nil {
+		return Event{}, false, err
+	}
+	ev.Stack = s.layouts[id].decodeStack(raw, int(ev.PID))
+	return ev, true, nil
+}
+
+// SetDeadline makes Read and ReadRecord return os.ErrDeadlineExceeded
+// after t, once the ring holds no record.
+func (s *Session) SetDeadline(t time.Time) {
+	if s.reader != nil {
+		s.reader.SetDeadline(t)
+	}
+}
+
+// Flush makes a waiting or later Read or ReadRecord return without
+// waiting for the deadline: the reads that follow return the records
+// already in the ring, then ErrFlushed. After Detach, it drains the
+// ring: every hit is then either read or counted lost. It may be called
+// from another goroutine than Read; after Close, it returns ErrClosed.
+func (s *Session) Flush() error {
+	if s.reader == nil {
+		return ErrClosed
+	}
+	return s.reader.Flush()
+}
+
+// Counts is the per-probe hit and lost-event count.
+type Counts struct {
+	Probe *Probe
+	Hits  uint64
+	Lost  uint64
+}
+
+// Counts reads the kernel-side counters.
+func (s *Session) Counts() []Counts {
+	out := make([]Counts, len(s.probes))
+	for i, p := range s.probes {
+		out[i] = Counts{Probe: p, Hits: sumPerCPU(s.core.hits, uint32(i)), Lost: sumPerCPU(s.core.lost, uint32(i))}
+	}
+	return out
+}
+
+// sumPerCPU sums a per-CPU array's counter across CPUs; 0 when it cannot
+// be read.
+func sumPerCPU(m *ebpf.Map, key uint32) uint64 {
+	var vals []uint64
+	if err := m.Lookup(key, &vals); err != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range vals {
+		n += v
+	}
+	return n
+}
