@@ -17,8 +17,10 @@ deps:
 	bash internal/nginxtest/setup-deps.sh
 
 nginx: deps
+	bash internal/nginxtest/setup-deps.sh deb
 	bash internal/nginxtest/build-nginx.sh o2 >/dev/null
 	bash internal/nginxtest/build-nginx.sh lto >/dev/null
+	bash internal/nginxtest/build-deb.sh >/dev/null
 
 demo: deps build
 	bash internal/nginxtest/build-nginx.sh o2 >/dev/null

@@ -52,7 +52,7 @@ func RequireRoot(t testing.TB) {
 
 // Install is one built nginx.
 type Install struct {
-	Variant   string // "o2" or "lto"
+	Variant   string // "o2" or "lto"; "deb" for PackagedInstall
 	Prefix    string // install prefix (--prefix), holds sbin/nginx
 	Binary    string // Prefix/sbin/nginx, unstripped, with DWARF
 	SourceDir string // the configured and built source tree (src/, objs/)
@@ -134,19 +134,9 @@ func runBuild(variant string) (Install, error) {
 	if err != nil {
 		return Install{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", script, variant)
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return Install{}, fmt.Errorf("%s %s: %v\n%s", script, variant, err, tail(stderr.String(), 40))
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	prefix := strings.TrimSpace(lines[len(lines)-1])
-	if prefix == "" || !filepath.IsAbs(prefix) {
-		return Install{}, fmt.Errorf("%s %s: no install prefix on stdout (got %q)", script, variant, stdout.String())
+	prefix, err := runScript(script, "install prefix", 40, variant)
+	if err != nil {
+		return Install{}, err
 	}
 	inst := Install{
 		Variant: variant,
@@ -164,6 +154,28 @@ func runBuild(variant string) (Install, error) {
 	return inst, nil
 }
 
+// runScript runs a build script with bash and returns the absolute path
+// (what it is) that it prints as its last line on stdout. A failure's error
+// holds the last tailLines lines of its stderr.
+func runScript(script, what string, tailLines int, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "bash", append([]string{script}, args...)...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	name := strings.Join(append([]string{script}, args...), " ")
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s: %v\n%s", name, err, tail(stderr.String(), tailLines))
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	last := strings.TrimSpace(lines[len(lines)-1])
+	if last == "" || !filepath.IsAbs(last) {
+		return "", fmt.Errorf("%s: no %s on stdout (got %q)", name, what, stdout.String())
+	}
+	return last, nil
+}
+
 // Config is what Start puts in nginx.conf.
 type Config struct {
 	// HTTP is the body of the http{} block: server{} blocks and any other
@@ -176,6 +188,11 @@ type Config struct {
 	Main string
 	// Workers is worker_processes; 0 means 1.
 	Workers int
+	// Modules are dynamic modules to load (load_module, before Main and
+	// the blocks): a path, or a bare name such as "ngx_stream_module" for
+	// PackagedModulesDir/ngx_stream_module.so of the packaged nginx (see
+	// StartPackaged). Build's nginx has its modules built in.
+	Modules []string
 }
 
 // Server is a running nginx master and its workers.
@@ -206,6 +223,9 @@ func (c Config) render(dir string) string {
 	fmt.Fprintf(&b, "worker_processes %d;\n", workers)
 	fmt.Fprintf(&b, "pid %s;\n", q("nginx.pid"))
 	fmt.Fprintf(&b, "error_log %s info;\n", q("error.log"))
+	for _, m := range c.Modules {
+		fmt.Fprintf(&b, "load_module %s;\n", strconv.Quote(modulePath(m)))
+	}
 	if c.Main != "" {
 		fmt.Fprintf(&b, "%s\n", c.Main)
 	}

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# setup-deps.sh: install every Debian package the ngxprobe tests need.
+# setup-deps.sh [deb]: install every Debian package the ngxprobe tests need.
+#
+# With "deb" it also installs what build-deb.sh and the packaged-nginx tests
+# need: Debian's package build tools (dpkg-buildpackage, dh, dh_dwz), the
+# nginx source package's Build-Depends, and the debuginfod server.
 #
 # Idempotent and fast: it asks dpkg first and only runs apt-get when a
 # package is missing. Must run as root (or via sudo) when something is missing.
@@ -11,12 +15,26 @@ PKGS=(
 	# locking in build-nginx.sh
 	util-linux
 	# test tooling
-	dwarves gdb curl wrk binutils
+	dwarves gdb curl wrk binutils debuginfod
 	# e2e: leftover uprobe and program checks
 	bpftool
 	# libc frames named in stacks (and by gdb); bpftrace for the benchmarks
 	libc6-dbg bpftrace
 )
+
+if [[ ${1:-} == deb ]]; then
+	PKGS+=(
+		# dpkg-buildpackage with the package's own rules; dh_dwz needs dwz
+		dpkg-dev debhelper dwz
+		# Build-Depends of Debian's nginx 1.22.1 (build-deb.sh also runs
+		# `apt-get build-dep` on the .dsc, which is authoritative)
+		libexpat1-dev libgd-dev libgeoip-dev libpcre2-dev libperl-dev
+		libssl-dev libxslt1-dev po-debconf zlib1g-dev
+		# the debuginfod server the packaged-nginx tests start; its -U scan
+		# of .deb/.ddeb archives runs bsdtar
+		debuginfod libarchive-tools
+	)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
