@@ -536,30 +536,45 @@ func TestExampleScenarios(t *testing.T) {
 	nginxtest.RequireRoot(t)
 	for _, v := range variants {
 		t.Run(v, func(t *testing.T) {
-			inst := nginxtest.Build(t, v)
+			target := ownBuild(t, nginxtest.Build(t, v))
 			for _, c := range exampleCases {
-				t.Run(c.example+"/"+c.scenario, func(t *testing.T) { runExampleCase(t, inst, c) })
+				t.Run(c.example+"/"+c.scenario, func(t *testing.T) { runExampleCase(t, target, c) })
 			}
 		})
 	}
 }
 
-func runExampleCase(t *testing.T, inst nginxtest.Install, c exampleCase) {
+// exampleTarget is an nginx to run the example scenarios on, and the
+// environment ngxprobe gets there.
+type exampleTarget struct {
+	variant string
+	start   func(t *testing.T, cfg nginxtest.Config) *nginxtest.Server
+	env     []string
+}
+
+// ownBuild runs scenarios on one of our own builds.
+func ownBuild(t *testing.T, inst nginxtest.Install) exampleTarget {
+	return exampleTarget{variant: inst.Variant, start: func(t *testing.T, cfg nginxtest.Config) *nginxtest.Server {
+		// A copy of the binary: uprobes are per file, and another
+		// tracer's uretprobe on the shared build (a test running beside
+		// this one) would land in this nginx too and cut its stacks short.
+		return nginxtest.Start(t, privateBinary(t, inst), cfg)
+	}}
+}
+
+func runExampleCase(t *testing.T, target exampleTarget, c exampleCase) {
 	start := time.Now()
 	sc := c.incident(t)
 	// A plain server beside the incident's, for the warm-up requests.
 	port := nginxtest.FreePort(t)
-	// A copy of the binary: uprobes are per file, and another tracer's
-	// uretprobe on the shared build (a test running beside this one)
-	// would land in this nginx too and cut its stacks short.
-	srv := nginxtest.Start(t, privateBinary(t, inst), nginxtest.Config{HTTP: sc.HTTP + plainServer(port, "")})
+	srv := target.start(t, nginxtest.Config{HTTP: sc.HTTP + plainServer(port, "")})
 	for i := 0; i < exampleWarmups; i++ {
 		checkServes(t, fmt.Sprintf("http://127.0.0.1:%d", port))
 	}
 	r := &exRun{t: t, sc: sc, srv: srv}
 
 	attachStart := time.Now()
-	r.p = startProbe(t, "run", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json", exampleScript(t, c.example))
+	r.p = startProbeEnv(t, target.env, "run", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json", exampleScript(t, c.example))
 	attach := time.Since(attachStart)
 
 	r.res = sc.Trigger(t)
@@ -615,7 +630,7 @@ func runExampleCase(t *testing.T, inst nginxtest.Install, c exampleCase) {
 		t.Logf("events:\n%s", r.dump())
 	}
 	t.Logf("%s %s on %s: wall %v (ngxprobe attach %v, incident %v, events %v after the logs)",
-		c.example, c.scenario, inst.Variant, time.Since(start).Round(time.Millisecond),
+		c.example, c.scenario, target.variant, time.Since(start).Round(time.Millisecond),
 		attach.Round(time.Millisecond), r.res.Elapsed.Round(time.Millisecond), wait.Round(time.Millisecond))
 }
 

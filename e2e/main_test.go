@@ -123,7 +123,9 @@ func (b *syncBuffer) String() string {
 // proc is a child process (ngxprobe, or ngxprobe under setpriv) with its
 // output captured.
 type proc struct {
-	argv   []string
+	argv []string
+	// env is added to the test's environment (KEY=VALUE), after childEnv.
+	env    []string
 	cmd    *exec.Cmd
 	stdout syncBuffer
 	stderr syncBuffer
@@ -157,7 +159,7 @@ func launchTo(t testing.TB, p *proc, w io.Writer, argv ...string) *proc {
 	t.Helper()
 	p.argv, p.done = argv, make(chan struct{})
 	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = childEnv()
+	p.cmd.Env = append(childEnv(), p.env...)
 	p.cmd.Stdout = w
 	p.cmd.Stderr = &p.stderr
 	// Own process group (a ^C of go test does not reach it before the
@@ -265,8 +267,25 @@ func waitAttached(t testing.TB, p *proc, poll time.Duration) {
 // bounded by runTimeout.
 func runProbe(t testing.TB, argv ...string) *proc {
 	t.Helper()
-	p := launch(t, argv...)
+	return runProbeEnv(t, nil, argv...)
+}
+
+// runProbeEnv is runProbe with env (KEY=VALUE) added to the environment.
+func runProbeEnv(t testing.TB, env []string, argv ...string) *proc {
+	t.Helper()
+	p := &proc{env: env}
+	launchTo(t, p, &p.stdout, argv...)
 	p.wait(t, runTimeout)
+	return p
+}
+
+// startProbeEnv is startProbe with env (KEY=VALUE) added to the
+// environment.
+func startProbeEnv(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{env: env}
+	launchTo(t, p, &p.stdout, append([]string{ngxprobeBin}, args...)...)
+	waitAttached(t, p, 20*time.Millisecond)
 	return p
 }
 

@@ -386,7 +386,7 @@ func TestRepeatedAttachMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resolved, err := script.Compile(bin, parsed)
+	resolved, err := script.Compile(symbols.NewImage(bin), parsed)
 	if err != nil {
 		t.Fatal(err)
 	}

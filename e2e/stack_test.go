@@ -202,57 +202,85 @@ func stackEvents(t testing.TB, p *proc) []stackEvent { return jsonLines[stackEve
 // the probe never sees).
 func gdbBacktrace(t *testing.T, worker int, fn, base string) []gdbFrame {
 	t.Helper()
+	return gdbBacktraceAt(t, gdbRun{worker: worker, fn: fn, trigger: func() error {
+		client := &http.Client{Timeout: gdbTimeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+		defer client.CloseIdleConnections()
+		resp, err := client.Get(base + "/gdb")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		return nil
+	}})
+}
+
+// gdbRun is a breakpoint for gdbBacktraceAt: where, and what makes the
+// worker get there.
+type gdbRun struct {
+	worker int
+	// fn is the function to break at, as gdb names it; module-qualified
+	// names are not gdb's: give the plain name.
+	fn      string
+	trigger func() error
+	// debuginfod (DEBUGINFOD_URLS=URL) lets gdb fetch debug info, as
+	// ngxprobe does; "" keeps it off.
+	debuginfod string
+	env        []string
+}
+
+// gdbBacktraceAt attaches gdb to the worker, stops it at the first
+// instruction of r.fn while r.trigger runs, and returns the backtrace.
+func gdbBacktraceAt(t *testing.T, r gdbRun) []gdbFrame {
+	t.Helper()
 	script := filepath.Join(t.TempDir(), "frames.py")
 	if err := os.WriteFile(script, []byte(gdbFramesPy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g := launch(t, "gdb", "-batch", "-nx",
-		"-iex", "set debuginfod enabled off",
+	debuginfod := "off"
+	g := &proc{env: r.env}
+	if r.debuginfod != "" {
+		debuginfod = "on"
+		g.env = append(g.env, "DEBUGINFOD_URLS="+r.debuginfod)
+	}
+	launchTo(t, g, &g.stdout, "gdb", "-batch", "-nx",
+		"-iex", "set debuginfod enabled "+debuginfod,
 		"-iex", "set pagination off",
 		"-x", script,
-		"-p", strconv.Itoa(worker),
+		"-p", strconv.Itoa(r.worker),
 		"-ex", "set backtrace past-main on",
 		"-ex", "set backtrace past-entry on",
-		"-ex", "break *"+fn,
+		"-ex", "break *"+r.fn,
 		"-ex", "continue",
 		"-ex", "ngx-frames",
 		"-ex", "bt",
 		"-ex", "detach",
 		"-ex", "quit")
 
-	// The request goes out once the breakpoint is in; the worker is
-	// stopped until gdb detaches, so the client waits, bounded.
+	// The trigger runs once the breakpoint is in; the worker is stopped
+	// until gdb detaches, so the client waits, bounded.
 	deadline := time.Now().Add(gdbTimeout)
 	for !strings.Contains(g.stdout.String()+g.stderr.String(), "Breakpoint 1 at") {
 		if g.exited() || time.Now().After(deadline) {
 			_ = syscall.Kill(-g.pid(), syscall.SIGKILL)
-			t.Fatalf("gdb did not set the breakpoint on %s: %s", fn, g)
+			t.Fatalf("gdb did not set the breakpoint on %s: %s", r.fn, g)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	clientErr := make(chan error, 1)
-	go func() {
-		client := &http.Client{Timeout: gdbTimeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-		defer client.CloseIdleConnections()
-		resp, err := client.Get(base + "/gdb")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				err = fmt.Errorf("status %s", resp.Status)
-			}
-		}
-		clientErr <- err
-	}()
+	go func() { clientErr <- r.trigger() }()
 	if code := g.wait(t, gdbTimeout); code != 0 {
 		t.Errorf("gdb exited with %d: %s", code, g)
 	}
 	select {
 	case err := <-clientErr:
 		if err != nil {
-			t.Errorf("request during gdb's breakpoint: %v", err)
+			t.Errorf("client during gdb's breakpoint: %v", err)
 		}
 	case <-time.After(gdbTimeout):
-		t.Errorf("the request during gdb's breakpoint did not finish within %v", gdbTimeout)
+		t.Errorf("the client during gdb's breakpoint did not finish within %v", gdbTimeout)
 	}
 	out := g.stdout.String()
 	if !strings.Contains(out, "NGXFRAMES END") {
@@ -269,10 +297,10 @@ func gdbBacktrace(t *testing.T, worker int, fn, base string) []gdbFrame {
 		}
 		frames = append(frames, g)
 	}
-	if len(frames) == 0 || normalizeSymbol(frames[0].Name) != fn {
-		t.Fatalf("gdb's backtrace does not start in %s: %s", fn, g)
+	if len(frames) == 0 || normalizeSymbol(frames[0].Name) != r.fn {
+		t.Fatalf("gdb's backtrace does not start in %s: %s", r.fn, g)
 	}
-	t.Logf("gdb's backtrace at %s:\n%s", fn, backtraceLines(out))
+	t.Logf("gdb's backtrace at %s:\n%s", r.fn, backtraceLines(out))
 	return frames
 }
 

@@ -456,3 +456,59 @@ ngx_http_upstream_finalize_request { print(rc, client = r->connection->number) }
 		t.Errorf("flip from a script: %s", flip)
 	}
 }
+
+// Each way of reaching the write sites (uprobe_multi on Linux 6.6, a
+// uprobe per site with a BPF cookie on 5.15, a program per site before
+// that) finds the same flip: the wss backend's FIN at the rev->eof = 1
+// line. The host has every feature, so --attach forces each; the kernel
+// matrix checks that auto picks the right one on older kernels.
+func TestWatchAttachModes(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	inst := nginxtest.Build(t, nginxtest.VariantO2)
+	first := sourceLine(t, inst, "src/os/unix/ngx_recv.c", "rev->eof = 1;")
+	eofLine := nextSourceLine(t, inst, "src/os/unix/ngx_recv.c", "rev->eof = 1;", first)
+	sc := incidents.WSSBackendClose(t)
+	srv := nginxtest.Start(t, inst, nginxtest.Config{HTTP: sc.HTTP})
+	for _, c := range []struct{ attach, says string }{
+		{"multi", "uprobe_multi link per site shape"},
+		{"cookie", "a uprobe per site, the site in its BPF cookie"},
+		{"per-site", "a uprobe and a program per site"},
+	} {
+		t.Run(c.attach, func(t *testing.T) {
+			start := time.Now()
+			p := startProbe(t, "watch", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json", "--attach", c.attach, "c->read->eof")
+			attached := time.Since(start)
+			if !strings.Contains(p.stderr.String(), c.says) {
+				t.Errorf("the attach line does not say %q: %s", c.says, p)
+			}
+			res := sc.Trigger(t)
+			client := int64(sc.Check(t, srv, res).Access.Connection)
+			match := func(f FlipEvent) bool {
+				return f.Flip.New == 1 && f.Flip.Role == "upstream" && f.Flip.LoggedAs == client && f.Flip.Function == "ngx_unix_recv"
+			}
+			fs := waitFlips(t, p, eventTimeout, func(fs []FlipEvent) bool {
+				for _, f := range fs {
+					if match(f) {
+						return true
+					}
+				}
+				return false
+			})
+			stopProbeOK(t, p)
+			var got *FlipEvent
+			for i := range fs {
+				if match(fs[i]) {
+					got = &fs[i]
+				}
+			}
+			if got == nil {
+				t.Fatalf("--attach %s: no upstream eof flip for client *%d:\n%s\n%s", c.attach, client, flipList(fs), p)
+			}
+			if got.Flip.Line != eofLine || !got.hasFrame("ngx_http_upstream_process_upgraded") {
+				t.Errorf("--attach %s: flip at line %d (want %d), stack %s", c.attach, got.Flip.Line, eofLine, got)
+			}
+			checkSummary(t, p)
+			t.Logf("--attach %s: attached in %v", c.attach, attached.Round(time.Millisecond))
+		})
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 // Session is a set of attached probes and the reader of their events.
@@ -30,6 +32,9 @@ type Session struct {
 
 	// AttachTime is how long loading and attaching took.
 	AttachTime time.Duration
+	// WatchAttach is how a watch reached its write sites, when the
+	// session has one.
+	WatchAttach WatchAttach
 }
 
 // sessionMaps are the maps every session creates (createMaps).
@@ -58,7 +63,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raising the memlock limit: %w", err)
 	}
-	s := &Session{probes: probes}
+	s := &Session{probes: probes, WatchAttach: opts.WatchAttach}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -113,9 +118,23 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 			s.layouts[p.probeID] = p.layout
 		}
 	}
-	ex, err := link.OpenExecutable(path)
-	if err != nil {
-		return nil, fmt.Errorf("open %s for uprobes: %w", path, err)
+	executables := map[string]*link.Executable{}
+	executable := func(fn *symbols.Function) (*link.Executable, error) {
+		// A function of a module (ngx_stream_module.so, libc.so.6) is
+		// probed in its own file; the rest in the executable at path.
+		file := path
+		if b := fn.Binary(); b != nil {
+			file = b.Path
+		}
+		if ex, ok := executables[file]; ok {
+			return ex, nil
+		}
+		ex, err := link.OpenExecutable(file)
+		if err != nil {
+			return nil, fmt.Errorf("open %s for uprobes: %w", file, err)
+		}
+		executables[file] = ex
+		return ex, nil
 	}
 	for _, pr := range probes {
 		if pr.Watch != nil {
@@ -130,6 +149,10 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 		}
 	}
 	for _, p := range programs {
+		ex, err := executable(p.function)
+		if err != nil {
+			return nil, err
+		}
 		if int(p.probeID) < len(probes) && probes[p.probeID].Watch != nil {
 			pr := probes[p.probeID]
 			if err := s.attachWatch(ex, int(p.probeID), pr, p.program, m); err != nil {

@@ -371,6 +371,15 @@ func (e *emitter) saveRoots(p program, m mapFDs) error {
 		}
 		e.emit(asm.StoreMem(asm.RFP, int16(valueOff+8*i), asm.R1, asm.DWord))
 	}
+	// The map update reads the whole value: verifiers before 5.12 or so
+	// refuse to let a helper read stack bytes never written ("invalid
+	// indirect read from stack"), so the unused slots are zeroed.
+	if len(p.saveRoots) < maxSavedRoots {
+		e.emit(asm.Mov.Imm(asm.R1, 0))
+		for i := len(p.saveRoots); i < maxSavedRoots; i++ {
+			e.emit(asm.StoreMem(asm.RFP, int16(valueOff+8*i), asm.R1, asm.DWord))
+		}
+	}
 	e.savedMapArgs(p, m)
 	e.emit(
 		asm.Mov.Reg(asm.R3, asm.RFP),

@@ -62,8 +62,6 @@ func TestErrorsMatchCauses(t *testing.T) {
 			[]error{ErrMissingFeature, ebpf.ErrNotSupported}, nil},
 		{"no kernel BTF", missingFeature(nil, "kernel BTF is needed: %w", notSupported),
 			[]error{ErrMissingFeature, ebpf.ErrNotSupported}, nil},
-		{"no uprobe_multi", noUprobeMulti(notSupported),
-			[]error{ErrNoUprobeMulti, ebpf.ErrNotSupported}, []error{ErrMissingFeature}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -41,6 +41,9 @@ type Options struct {
 	RingBufferBytes int
 	// StackBytes is how much stack a probe with Stack copies; 8 KiB when 0.
 	StackBytes int
+	// WatchAttach forces how a watch reaches its write sites, to compare
+	// the ways; WatchAuto takes the best the kernel has.
+	WatchAttach WatchAttach
 }
 
 // DefaultStackBytes is the stack copy of a probe with Stack.
@@ -59,10 +62,10 @@ type planned struct {
 func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes int) []planned {
 	// Per function (by entry address): its id in the saved-roots key, and
 	// the roots its return probes need saved at entry.
-	ids := map[uint64]uint64{}
-	roots := map[uint64][]rootKey{}
+	ids := map[functionKey]uint64{}
+	roots := map[functionKey][]rootKey{}
 	for _, p := range probes {
-		addr := p.Function.Address
+		addr := keyOf(p.Function)
 		if _, ok := ids[addr]; !ok {
 			ids[addr] = uint64(len(ids) + 1)
 		}
@@ -80,9 +83,9 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 		}
 	}
 	var out []planned
-	saving := map[uint64]bool{} // functions whose entry program saves roots
+	saving := map[functionKey]bool{} // functions whose entry program saves roots
 	for id, p := range probes {
-		addr := p.Function.Address
+		addr := keyOf(p.Function)
 		l := newLayout(p.Values)
 		if p.Stack {
 			l = l.withStack(stackBytes)
@@ -103,7 +106,7 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 	// Saving-only programs count their hits past the probes' slots.
 	nextID := uint32(len(probes))
 	for _, p := range probes {
-		addr := p.Function.Address
+		addr := keyOf(p.Function)
 		if saving[addr] || len(roots[addr]) == 0 {
 			continue
 		}
@@ -115,6 +118,15 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 	}
 	return out
 }
+
+// functionKey identifies a function instance across the modules of an
+// image: two modules can have code at the same address.
+type functionKey struct {
+	bin  *symbols.Binary
+	addr uint64
+}
+
+func keyOf(fn *symbols.Function) functionKey { return functionKey{fn.Binary(), fn.Address} }
 
 // plans lists every plan the probe evaluates: values, filter operands,
 // the diff's key and field, and aggregation keys and values.

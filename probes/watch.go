@@ -71,14 +71,51 @@ const (
 	SrcXor              // xor: new ^= src
 )
 
-// ErrNoUprobeMulti: the kernel cannot attach one program to many
-// addresses (Linux 6.6, uprobe_multi links).
-var ErrNoUprobeMulti = errors.New("uprobe_multi links are not supported")
+// WatchAttach is how a watch's programs reach its write sites, chosen by
+// feature probes, best first.
+type WatchAttach int
 
-// noUprobeMulti explains why a watch cannot attach; errors.Is sees both
-// ErrNoUprobeMulti and the cause (ebpf.ErrNotSupported on older kernels).
-func noUprobeMulti(cause error) error {
-	return fmt.Errorf("%w (Linux 6.6): watch attaches one program to every write site: %w", ErrNoUprobeMulti, cause)
+const (
+	// WatchAuto chooses the best the kernel has (ChooseWatchAttach).
+	WatchAuto WatchAttach = iota
+	// WatchMulti: one program per site shape, attached to all its sites
+	// with one uprobe_multi link, the site's index as the cookie (Linux
+	// 6.6).
+	WatchMulti WatchAttach = iota
+	// WatchCookie: the same programs, attached with a uprobe per site and
+	// the site's index as the link's BPF cookie (Linux 5.15).
+	WatchCookie
+	// WatchPerSite: a program per site with the site's index in its code
+	// (any kernel): many more programs to load.
+	WatchPerSite
+)
+
+// WatchAttachNames are the names ParseWatchAttach takes, by mode.
+var WatchAttachNames = map[WatchAttach]string{WatchAuto: "auto", WatchMulti: "multi", WatchCookie: "cookie", WatchPerSite: "per-site"}
+
+func (a WatchAttach) String() string {
+	switch a {
+	case WatchAuto:
+		return "the best the kernel has"
+	case WatchMulti:
+		return "one uprobe_multi link per site shape"
+	case WatchCookie:
+		return "a uprobe per site, the site in its BPF cookie (no uprobe_multi: Linux 6.6)"
+	}
+	return "a uprobe and a program per site (no uprobe_multi: Linux 6.6; no BPF cookie for uprobes: Linux 5.15)"
+}
+
+// ChooseWatchAttach probes the kernel for the best way to attach a
+// watch.
+func ChooseWatchAttach() WatchAttach {
+	if features.HaveBPFLinkUprobeMulti() == nil {
+		return WatchMulti
+	}
+	if features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie) == nil && features.HaveProgramType(ebpf.Kprobe) == nil {
+		// The helper came with perf-event links' cookies (5.15).
+		return WatchCookie
+	}
+	return WatchPerSite
 }
 
 // Site parameters, per cookie, in an array map.
@@ -182,12 +219,20 @@ func pseudo(reg int) int16 {
 }
 
 // watchPrologue computes the site, the object, and the field before and
-// after; it exits unless the field flips on a watched object.
-func (e *emitter) watchPrologue(w *Watch, sh watchShape, m mapFDs) error {
+// after; it exits unless the field flips on a watched object. site is the
+// site's index when it is baked into the program (WatchPerSite), -1 when
+// the link's cookie carries it.
+func (e *emitter) watchPrologue(w *Watch, sh watchShape, m mapFDs, site int) error {
 	// The cookie indexes the site's parameters.
+	if site >= 0 {
+		e.emit(asm.Mov.Imm(asm.R0, int32(site)))
+	} else {
+		e.emit(
+			asm.Mov.Reg(asm.R1, regCtx),
+			asm.FnGetAttachCookie.Call(),
+		)
+	}
 	e.emit(
-		asm.Mov.Reg(asm.R1, regCtx),
-		asm.FnGetAttachCookie.Call(),
 		asm.StoreMem(asm.RFP, pseudo(RegSite), asm.R0, asm.DWord),
 		asm.StoreMem(asm.RFP, -4, asm.R0, asm.Word),
 		asm.LoadMapPtr(asm.R1, m.watchParams),
@@ -373,49 +418,94 @@ func (e *emitter) checkObject(w *Watch) error {
 	return nil
 }
 
-// attachWatch loads one program per site shape and attaches it to all of
-// its sites with a uprobe_multi link, each site's cookie its index.
+// attachWatch loads the watch's programs and attaches them to its sites:
+// one program per site shape with a uprobe_multi link, or with a uprobe
+// per site, or one program per site, as the kernel allows (WatchAttach).
 func (s *Session) attachWatch(ex *link.Executable, id int, pr *Probe, base program, m mapFDs) error {
 	w := pr.Watch
-	if err := features.HaveBPFLinkUprobeMulti(); err != nil {
-		return noUprobeMulti(err)
+	how := s.WatchAttach
+	if how == WatchAuto {
+		how = ChooseWatchAttach()
+		s.WatchAttach = how
 	}
 	groups, order := w.shapes()
 	sort.SliceStable(order, func(i, j int) bool { return len(groups[order[i]]) > len(groups[order[j]]) })
-	for _, sh := range order {
+	load := func(sh watchShape, site int) (*ebpf.Program, error) {
 		p := base
-		shape := sh
-		p.prologue = func(e *emitter) error { return e.watchPrologue(w, shape, m) }
+		p.prologue = func(e *emitter) error { return e.watchPrologue(w, sh, m, site) }
 		if !sh.modelled && !sh.post {
 			p.emit = false
 		}
 		insns, err := generate(p, m)
 		if err != nil {
-			return fmt.Errorf("watch: %w", err)
+			return nil, fmt.Errorf("watch: %w", err)
 		}
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name: fmt.Sprintf("ngxp_watch_%d", id), Type: ebpf.Kprobe, AttachType: ebpf.AttachTraceUprobeMulti,
-			Instructions: insns, License: "GPL",
-		})
+		spec := &ebpf.ProgramSpec{Name: fmt.Sprintf("ngxp_watch_%d", id), Type: ebpf.Kprobe, Instructions: insns, License: "GPL"}
+		if how == WatchMulti {
+			spec.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+		prog, err := ebpf.NewProgram(spec)
 		if err != nil {
-			return fmt.Errorf("load watch program: %w", err)
+			return nil, fmt.Errorf("load watch program: %w", err)
 		}
 		s.progs = append(s.progs, prog)
-		var addrs, cookies []uint64
-		for _, i := range groups[sh] {
-			site := w.Sites[i]
-			at := site.FileOffset
-			if sh.post {
-				at += uint64(site.Len)
-			}
-			addrs = append(addrs, at)
-			cookies = append(cookies, uint64(i))
+		return prog, nil
+	}
+	// at is where a site's probe goes: on the store, or after it for the
+	// second half of a site that is read before and after.
+	at := func(sh watchShape, i int) uint64 {
+		site := w.Sites[i]
+		if sh.post {
+			return site.FileOffset + uint64(site.Len)
 		}
-		l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: addrs, Cookies: cookies})
+		return site.FileOffset
+	}
+	uprobe := func(prog *ebpf.Program, addr, cookie uint64) error {
+		l, err := ex.Uprobe("ngxp_watch", prog, &link.UprobeOptions{Address: addr, Cookie: cookie})
 		if err != nil {
-			return fmt.Errorf("attach watch program to %d write sites: %w", len(addrs), err)
+			return fmt.Errorf("attach watch program at file offset %#x: %w", addr, err)
 		}
 		s.links = append(s.links, l)
+		return nil
+	}
+	for _, sh := range order {
+		switch how {
+		case WatchMulti:
+			prog, err := load(sh, -1)
+			if err != nil {
+				return err
+			}
+			var addrs, cookies []uint64
+			for _, i := range groups[sh] {
+				addrs = append(addrs, at(sh, i))
+				cookies = append(cookies, uint64(i))
+			}
+			l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: addrs, Cookies: cookies})
+			if err != nil {
+				return fmt.Errorf("attach watch program to %d write sites: %w", len(addrs), err)
+			}
+			s.links = append(s.links, l)
+		case WatchCookie:
+			prog, err := load(sh, -1)
+			if err != nil {
+				return err
+			}
+			for _, i := range groups[sh] {
+				if err := uprobe(prog, at(sh, i), uint64(i)); err != nil {
+					return err
+				}
+			}
+		default:
+			for _, i := range groups[sh] {
+				prog, err := load(sh, i)
+				if err != nil {
+					return err
+				}
+				if err := uprobe(prog, at(sh, i), 0); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }

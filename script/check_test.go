@@ -31,7 +31,7 @@ func compile(t *testing.T, bin *symbols.Binary, src string) (*script.Program, er
 	if err != nil {
 		t.Fatalf("parse:\n%s\n%v", src, err)
 	}
-	return script.Compile(bin, s)
+	return script.Compile(symbols.NewImage(bin), s)
 }
 
 func mustCompile(t *testing.T, bin *symbols.Binary, src string) *script.Program {

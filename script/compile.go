@@ -60,6 +60,7 @@ type Instance struct {
 	Address    uint64
 	FileOffset uint64
 	Inlined    string // the inlined function a line probe lands in
+	Module     string // the file it is in: nginx, ngx_stream_module.so, libc.so.6
 }
 
 // Aggregation is an @map with how to print its keys.
@@ -76,7 +77,7 @@ type Aggregation struct {
 var Builtins = []string{"probe", symbols.ReturnValueName}
 
 type compiler struct {
-	bin     *symbols.Binary
+	img     *symbols.Image
 	fset    *FileSet
 	errs    ErrorList
 	defines map[string]Expr
@@ -84,10 +85,14 @@ type compiler struct {
 	prog    *Program
 }
 
-// Compile resolves every probe point, name and type against the binary.
-// It needs no privileges and attaches nothing; every error is reported.
-func Compile(bin *symbols.Binary, s *Script) (*Program, error) {
-	c := &compiler{bin: bin, fset: s.Files, defines: map[string]Expr{}, aggs: map[string]*Aggregation{}, prog: &Program{formats: map[*probes.Probe]*EventFormat{}}}
+// Compile resolves every probe point, name and type against the image: the
+// nginx executable and the modules it maps. A function resolves in every
+// module that has it, or in the one that qualifies it (libc.so.6:close);
+// its values resolve in its own module's DWARF. Watches follow the
+// executable. Compile needs no privileges and attaches nothing; every
+// error is reported.
+func Compile(img *symbols.Image, s *Script) (*Program, error) {
+	c := &compiler{img: img, fset: s.Files, defines: map[string]Expr{}, aggs: map[string]*Aggregation{}, prog: &Program{formats: map[*probes.Probe]*EventFormat{}}}
 	tooLarge := false
 	for _, d := range s.Defines {
 		if _, dup := c.defines[d.Name]; dup {
@@ -231,7 +236,7 @@ func nodes(x Expr, limit int) int {
 var watchModes = map[string]flips.Mode{"exact": flips.Exact, "diff": flips.Diff, "both": flips.Both}
 
 func (c *compiler) watch(w *Watch) {
-	plan, err := flips.Prepare(c.bin, w.Expr, flips.Options{Mode: watchModes[w.Mode], Stack: true})
+	plan, err := flips.Prepare(c.img.Main(), w.Expr, flips.Options{Mode: watchModes[w.Mode], Stack: true})
 	if err != nil {
 		hint := ""
 		if errors.Is(err, flips.ErrNoSites) {
@@ -297,7 +302,7 @@ func (c *compiler) probe(p *Probe) {
 			if s.ret {
 				kind = "uretprobe"
 			}
-			att.Instances = append(att.Instances, Instance{Kind: kind, Symbol: s.fn.Symbol, Offset: s.at, Address: s.pc, FileOffset: s.fn.Offset + s.at, Inlined: s.inl})
+			att.Instances = append(att.Instances, Instance{Kind: kind, Symbol: s.fn.Symbol, Offset: s.at, Address: s.pc, FileOffset: s.fn.Offset + s.at, Inlined: s.inl, Module: symbols.ModuleName(s.fn.Binary())})
 			c.instance(p, pt, s, locals, stack, emits)
 		}
 		c.prog.Points = append(c.prog.Points, att)
@@ -306,7 +311,7 @@ func (c *compiler) probe(p *Probe) {
 
 func (c *compiler) resolvePoint(pt ProbePoint) []site {
 	if pt.Kind == AtLine {
-		ls, err := c.bin.LineSites(pt.File, pt.Line)
+		ls, err := c.img.LineSites(pt.File, pt.Line)
 		if err != nil {
 			c.errorf(pt.At, errors.Join(ErrResolve, err), lineHint(err), "%v", err)
 			return nil
@@ -317,9 +322,10 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 		}
 		return out
 	}
-	fns, err := c.bin.Lookup(pt.Function)
+	fns, err := c.img.Lookup(pt.Function)
+	_, symbol := symbols.SplitQualified(pt.Function)
 	if err != nil {
-		if inl := c.bin.InlineSites(symbols.BaseName(pt.Function)); len(inl) > 0 {
+		if inl := c.img.InlineSites(symbols.BaseName(symbol)); len(inl) > 0 {
 			c.errorf(pt.At, errors.Join(ErrResolve, symbols.ErrInlined), inlineHint(inl), "%v: %s has no out-of-line copy to probe; GCC inlined it at %d call sites", symbols.ErrInlined, pt.Function, len(inl))
 			return nil
 		}
@@ -338,7 +344,7 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 			// ngx_foo.part.0, as the hint below suggests.
 			var exact []*symbols.Function
 			for _, fn := range fns {
-				if fn.Symbol == pt.Function {
+				if fn.Symbol == symbol {
 					exact = append(exact, fn)
 				}
 			}
@@ -388,7 +394,7 @@ func (c *compiler) checkBoundary(fn *symbols.Function, off uint64) error {
 	var code []byte
 	var err error
 	if off < maxOffset {
-		code, err = c.bin.Code(fn.Address, int(off)+16)
+		code, err = fn.Binary().Code(fn.Address, int(off)+16)
 	}
 	if err != nil || uint64(len(code)) <= off {
 		return fmt.Errorf("%s+%#x is outside .text", fn.Symbol, off)
@@ -501,9 +507,9 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 		// DWARF (an exported function of a stripped nginx).
 		fs = &symbols.FunctionScope{Function: s.fn, AtReturn: s.ret}
 	case s.at == 0:
-		fs, err = c.bin.NewFunctionScope(s.fn, s.ret)
+		fs, err = s.fn.Binary().NewFunctionScope(s.fn, s.ret)
 	default:
-		fs, err = c.bin.NewScopeAt(s.fn, s.pc)
+		fs, err = s.fn.Binary().NewScopeAt(s.fn, s.pc)
 	}
 	if err != nil {
 		c.fail(pt.At, err)
@@ -511,7 +517,7 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 	}
 	extra := append([]string{"probe"}, names(locals)...)
 	extra = append(extra, names(c.defines)...)
-	sc := &scope{bin: c.bin, inner: fs, probe: int64(len(c.prog.Probes)), extra: extra}
+	sc := &scope{bin: s.fn.Binary(), inner: fs, probe: int64(len(c.prog.Probes)), extra: extra}
 	pr := &probes.Probe{Name: pt.Text, Function: s.fn, Return: s.ret, At: s.at, Stack: stack, NoEvent: !emits}
 	format := &EventFormat{}
 	nerr := len(c.errs)
@@ -597,7 +603,7 @@ func (c *compiler) value(a PrintArg, locals map[string]Expr, sc *scope) *symbols
 		c.errorf(x.Pos(), ErrResolve, "", "%s is not a member path", a.Text)
 		return nil
 	}
-	plan, err := c.bin.Compile(a.Text, x, sc)
+	plan, err := sc.bin.Compile(a.Text, x, sc)
 	if err != nil {
 		c.fail(x.Pos(), err)
 		return nil

@@ -63,7 +63,7 @@ func (c *compiler) operand(x Expr, sc *scope, text string) (probes.Operand, bool
 	if text == "" {
 		text = exprText(x)
 	}
-	plan, err := c.bin.Compile(text, x, sc)
+	plan, err := sc.bin.Compile(text, x, sc)
 	if err != nil {
 		c.fail(x.Pos(), err)
 		return probes.Operand{}, false

@@ -21,9 +21,11 @@
 // nginx reads connections, and "watch both" runs the two.
 //
 // [ParseFile] and [ParseText] turn text into a [Script] without looking at
-// any binary; [Compile] resolves a Script against one nginx binary's ELF
-// symbols and DWARF into a [Program]: what to attach where, and how to
-// read and print each value. Neither needs privileges (ngxprobe check).
+// any binary; [Compile] resolves a Script against an nginx image (the
+// executable and the dynamic modules and libraries it maps, see
+// symbols.Image), through their ELF symbols and DWARF, into a [Program]:
+// what to attach where, and how to read and print each value. Neither
+// needs privileges (ngxprobe check).
 //
 // # Grammar
 //

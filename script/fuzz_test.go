@@ -96,7 +96,7 @@ func FuzzCompile(f *testing.F) {
 		if s == nil {
 			return
 		}
-		prog, err := script.Compile(bin, s)
+		prog, err := script.Compile(symbols.NewImage(bin), s)
 		if err != nil {
 			if prog != nil {
 				t.Fatalf("a program and an error")

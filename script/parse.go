@@ -317,7 +317,12 @@ func (p *parser) point() ProbePoint {
 	if text == "" {
 		p.errorf("expected a probe point (FUNCTION, FUNCTION%%return, FUNCTION+OFFSET or FILE:LINE), found %s", p.found())
 	}
-	if file, line, ok := strings.Cut(text, ":"); ok {
+	// MODULE:FUNCTION names a function of one module; FILE:LINE a line.
+	module, rest := symbols.SplitQualified(text)
+	if _, err := strconv.Atoi(rest); module != "" && err == nil {
+		module, rest = "", text
+	}
+	if file, line, ok := strings.Cut(rest, ":"); ok && module == "" {
 		n, err := strconv.Atoi(line)
 		if err != nil || n <= 0 || file == "" {
 			p.errorAt(start, "%q: a line probe is FILE:LINE with a positive line number, e.g. src/os/unix/ngx_recv.c:57", text)
@@ -325,25 +330,29 @@ func (p *parser) point() ProbePoint {
 		pt.Kind, pt.File, pt.Line = AtLine, file, n
 		return pt
 	}
-	if strings.HasSuffix(text, ".c") || strings.HasSuffix(text, ".h") {
+	if strings.HasSuffix(rest, ".c") || strings.HasSuffix(rest, ".h") {
 		p.errorAt(start, "%q is a source file: a line probe needs its line number, e.g. %s:57", text, text)
 	}
-	if strings.Contains(text, "/") {
+	if strings.Contains(rest, "/") {
 		p.errorAt(start, "%q: a file needs a line number (FILE:LINE); a filter needs a space before its /", text)
 	}
-	if fn, ok := strings.CutSuffix(text, "%return"); ok {
+	skip := len(text) - len(rest) // the module qualifier
+	if fn, ok := strings.CutSuffix(rest, "%return"); ok {
 		pt.Kind, pt.Function = AtReturn, fn
-	} else if fn, off, ok := strings.Cut(text, "+"); ok {
+	} else if fn, off, ok := strings.Cut(rest, "+"); ok {
 		n, err := strconv.ParseUint(off, 0, 64)
 		if err != nil {
-			p.errorAt(start+len(fn)+1, "%q: the offset must be a number, e.g. %s+0x1a", off, fn)
+			p.errorAt(start+skip+len(fn)+1, "%q: the offset must be a number, e.g. %s+0x1a", off, fn)
 		}
 		pt.Kind, pt.Function, pt.Offset = AtOffset, fn, n
 	} else {
-		pt.Kind, pt.Function = AtEntry, text
+		pt.Kind, pt.Function = AtEntry, rest
 	}
 	if pt.Function == "" || !validSymbol(pt.Function) {
 		p.errorAt(start, "%q is not a function name", text)
+	}
+	if module != "" {
+		pt.Function = module + ":" + pt.Function
 	}
 	return pt
 }

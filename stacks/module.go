@@ -45,9 +45,10 @@ type symbol struct {
 var ErrNoCFI = errors.New("no call frame information")
 
 // OpenModule indexes the ELF file at path. Debug info is looked up the way
-// package symbols does (embedded, .gnu_debuglink, build-id).
-func OpenModule(path string) (*Module, error) {
-	bin, err := symbols.Open(path, nil)
+// package symbols does (embedded, .gnu_debuglink, build-id, then opts'
+// directories and fetch); opts may be nil.
+func OpenModule(path string, opts *symbols.OpenOptions) (*Module, error) {
+	bin, err := symbols.Open(path, opts)
 	if err != nil {
 		return nil, err
 	}

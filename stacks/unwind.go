@@ -59,6 +59,9 @@ const maxFrames = 128
 // (Prepare in the background while events are unwound); they take turns.
 type Unwinder struct {
 	ProcRoot string
+	// Debug says where modules' debug info is looked for (nil: where
+	// package symbols looks by default); set it before the first use.
+	Debug *symbols.OpenOptions
 
 	mu      sync.Mutex
 	modules map[string]*Module // by build-id, or path when there is none
@@ -178,7 +181,7 @@ func (u *Unwinder) module(pid int, mp Mapping) (*Module, error) {
 	var m *Module
 	var err error
 	for _, path := range candidates {
-		if m, err = OpenModule(path); err == nil {
+		if m, err = OpenModule(path, u.Debug); err == nil {
 			break
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 )
 
@@ -19,17 +18,69 @@ import (
 type OpenOptions struct {
 	// DebugRoot is the global debug directory; "/usr/lib/debug" when empty.
 	DebugRoot string
+	// DebugDirs are searched after DebugRoot for .build-id/xx/rest.debug
+	// (ngxprobe's --debug-dir).
+	DebugDirs []string
+	// Fetch, when set, is asked last, after every local place, for the
+	// debug file of a binary with a build-id: a debuginfod client. It
+	// returns the path of a file it has checked to have that build-id.
+	Fetch func(FetchRequest) (path string, err error)
+	// NoFetch says why there is no Fetch (--offline, no DEBUGINFOD_URLS),
+	// for DebugSearched.
+	NoFetch string
+}
+
+// FetchRequest asks OpenOptions.Fetch for a binary's debug file.
+type FetchRequest struct {
+	BuildID string
+	// Path is the binary's path and Kind what it is, for a fetcher that
+	// only fetches for nginx and its modules, and for its progress lines.
+	Path string
+	Kind Kind
+}
+
+// Kind says what a binary is to nginx, decided by its symbols, never by
+// its file name: openresty, nginx-debug, Angie and Tengine are nginx too.
+type Kind int
+
+const (
+	// Other is any other ELF file: libc, libssl, a non-nginx program.
+	Other Kind = iota
+	// Nginx is an nginx executable: it defines ngx_cycle.
+	Nginx
+	// NginxModule is a dynamic module that nginx loads with load_module:
+	// it defines ngx_modules but not ngx_cycle.
+	NginxModule
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Nginx:
+		return "nginx"
+	case NginxModule:
+		return "nginx module"
+	}
+	return "library"
 }
 
 // Binary is an ELF executable (or shared object) with its symbols and, when
 // available, its DWARF. It is read once; lookups are served from indexes.
 type Binary struct {
-	Path    string
-	BuildID string
-	// DebugSource says where DWARF came from: "embedded", "build-id <path>",
-	// "debuglink <path>", or "" when there is none.
-	DebugSource string
-	PIE         bool
+	Path string
+	// MappedPath is the file's path as the traced process maps it, when
+	// Path is another way to it (/proc/PID/exe, /proc/PID/root/...).
+	MappedPath string
+	BuildID    string
+	// DebugSource says where DWARF came from: "embedded", "debuglink
+	// <path>", "build-id <path>", "debuginfod <path>" (followed by
+	// " + dwz <path>" for a dwz supplementary file, or a note on why it is
+	// missing), or "" when there is none; DebugSearched then lists every place that was looked at, and
+	// FetchErr why a fetch failed.
+	DebugSource   string
+	DebugSearched []string
+	FetchErr      error
+	PIE           bool
+	Kind          Kind
 
 	file      *elf.File
 	debugFile *elf.File // nil when DWARF is embedded or absent
@@ -69,7 +120,8 @@ func Open(path string, opts *OpenOptions) (*Binary, error) {
 		}
 	}
 	b.BuildID = buildID(f)
-	if err := b.findDebugInfo(root); err != nil {
+	b.Kind = KindOf(f)
+	if err := b.findDebugInfo(root, opts); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -106,14 +158,16 @@ func (b *Binary) FileOffset(vaddr uint64) (uint64, error) {
 // NoDebugInfoHint explains where debug info can come from.
 const NoDebugInfoHint = "install the dbgsym package (debug info under /usr/lib/debug/.build-id), fetch it with debuginfod, or rebuild nginx with -g; exported functions can still be probed by name, without arguments or fields"
 
-func (b *Binary) findDebugInfo(root string) error {
+// findDebugInfo looks for DWARF where distributions put it, in the
+// order gdb does: embedded; the .gnu_debuglink file beside the binary,
+// in its .debug directory and under the debug root; the build-id path
+// under the debug root and each debug directory; then a fetch.
+func (b *Binary) findDebugInfo(root string, opts *OpenOptions) error {
 	if f := b.file; f.Section(".debug_info") != nil {
-		return b.useDWARF(f, "embedded")
+		return b.useDWARF(f, "embedded", opts)
 	}
-	var candidates []string
-	if b.BuildID != "" && len(b.BuildID) > 2 {
-		candidates = append(candidates, filepath.Join(root, ".build-id", b.BuildID[:2], b.BuildID[2:]+".debug"))
-	}
+	type candidate struct{ kind, path string }
+	var candidates []candidate
 	if name, crc, ok := debugLink(b.file); ok {
 		real, err := filepath.EvalSymlinks(b.Path)
 		if err != nil {
@@ -121,37 +175,92 @@ func (b *Binary) findDebugInfo(root string) error {
 		}
 		dir := filepath.Dir(real)
 		for _, c := range []string{filepath.Join(dir, name), filepath.Join(dir, ".debug", name), filepath.Join(root, dir, name)} {
-			if c != real && fileCRC(c) == crc {
-				candidates = append(candidates, c)
+			if c == real {
+				continue
+			}
+			b.DebugSearched = append(b.DebugSearched, c)
+			if fileCRC(c) == crc {
+				candidates = append(candidates, candidate{"debuglink", c})
 			}
 		}
 	}
-	for _, c := range candidates {
-		df, err := elf.Open(c)
-		if err != nil {
-			continue
+	if len(b.BuildID) > 2 {
+		for _, dir := range append([]string{root}, opts.DebugDirs...) {
+			c := filepath.Join(dir, ".build-id", b.BuildID[:2], b.BuildID[2:]+".debug")
+			b.DebugSearched = append(b.DebugSearched, c)
+			candidates = append(candidates, candidate{"build-id", c})
 		}
-		if df.Section(".debug_info") == nil || (b.BuildID != "" && buildID(df) != "" && buildID(df) != b.BuildID) {
-			df.Close()
-			continue
-		}
-		kind := "debuglink"
-		if strings.Contains(c, ".build-id") {
-			kind = "build-id"
-		}
-		b.debugFile = df
-		return b.useDWARF(df, kind+" "+c)
 	}
+	for _, c := range candidates {
+		if df := b.openDebugFile(c.path); df != nil {
+			return b.useDWARF(df, c.kind+" "+c.path, opts)
+		}
+	}
+	if opts.Fetch == nil || b.BuildID == "" {
+		if opts.NoFetch != "" {
+			b.DebugSearched = append(b.DebugSearched, "not debuginfod ("+opts.NoFetch+")")
+		}
+		return nil
+	}
+	b.DebugSearched = append(b.DebugSearched, "debuginfod")
+	path, err := opts.Fetch(FetchRequest{BuildID: b.BuildID, Path: b.Path, Kind: b.Kind})
+	if err != nil {
+		b.FetchErr = err
+		return nil
+	}
+	if df := b.openDebugFile(path); df != nil {
+		return b.useDWARF(df, "debuginfod "+path, opts)
+	}
+	b.FetchErr = fmt.Errorf("%s: not a debug file for build-id %s", path, b.BuildID)
 	return nil
 }
 
-func (b *Binary) useDWARF(f *elf.File, source string) error {
-	d, err := f.DWARF()
+// openDebugFile opens path if it is an ELF file with DWARF and, when both
+// have one, the binary's build-id; the binary then owns it.
+func (b *Binary) openDebugFile(path string) *elf.File {
+	df, err := elf.Open(path)
+	if err != nil {
+		return nil
+	}
+	if df.Section(".debug_info") == nil || (b.BuildID != "" && buildID(df) != "" && buildID(df) != b.BuildID) {
+		df.Close()
+		return nil
+	}
+	b.debugFile = df
+	return df
+}
+
+// KindOf tells nginx, its modules and other ELF files apart by the
+// symbols they define.
+func KindOf(f *elf.File) Kind {
+	defined := map[string]bool{}
+	for _, get := range []func() ([]elf.Symbol, error){f.DynamicSymbols, f.Symbols} {
+		syms, _ := get()
+		for _, s := range syms {
+			if s.Section != elf.SHN_UNDEF && (s.Name == "ngx_cycle" || s.Name == "ngx_modules") {
+				defined[s.Name] = true
+			}
+		}
+	}
+	switch {
+	case defined["ngx_cycle"]:
+		return Nginx
+	case defined["ngx_modules"]:
+		return NginxModule
+	}
+	return Other
+}
+
+// useDWARF takes f's DWARF, merged with its dwz supplementary file when
+// it names one (altlink.go); DebugSource then says where that came from,
+// or why it is missing.
+func (b *Binary) useDWARF(f *elf.File, source string, opts *OpenOptions) error {
+	d, note, err := b.readDWARF(f, source, opts)
 	if err != nil {
 		return fmt.Errorf("%s: reading DWARF (%s): %w", b.Path, source, err)
 	}
 	b.dwarf = d
-	b.DebugSource = source
+	b.DebugSource = source + note
 	for name, dst := range map[string]*[]byte{".debug_loc": &b.sections.loc, ".debug_loclists": &b.sections.loclists, ".debug_addr": &b.sections.addr} {
 		if s := f.Section(name); s != nil {
 			data, err := s.Data()

@@ -7,6 +7,7 @@ var (
 	ErrNoDebugInfo      = errors.New("no DWARF debug info")
 	ErrFunctionNotFound = errors.New("function not found")
 	ErrTypeNotFound     = errors.New("type not found")
+	ErrModuleNotFound   = errors.New("module not found")
 	ErrFieldNotFound    = errors.New("field not found")
 	ErrBadExpression    = errors.New("bad expression")
 	ErrNoLocation       = errors.New("location not available at entry")

@@ -23,12 +23,17 @@ type Function struct {
 	Offset   uint64 // entry, file offset (what a uprobe needs)
 	Exported bool   // in .dynsym
 
+	bin  *Binary
 	die  dwarf.Offset // concrete DW_TAG_subprogram, 0 if unknown
 	unit *unit
 }
 
 // IsClone reports whether the instance has a GCC or LTO suffix.
 func (f *Function) IsClone() bool { return f.Symbol != f.Name }
+
+// Binary is the file that holds the instance: the executable or one of
+// the modules of an Image. It is nil for a Function not found by lookup.
+func (f *Function) Binary() *Binary { return f.bin }
 
 // unit is what location lists need to know about a compile unit.
 type unit struct {
@@ -98,8 +103,11 @@ func (b *Binary) buildIndex() (*index, error) {
 		if strings.Contains(s.Name, ".cold") {
 			continue
 		}
-		name := BaseName(s.Name)
-		key := fmt.Sprintf("%s@%x", name, s.Value)
+		// A versioned symbol (libc's _IO_fclose@@GLIBC_2.2.5) is the
+		// function of the name before the @.
+		symbol, _, _ := strings.Cut(s.Name, "@")
+		name := BaseName(symbol)
+		key := fmt.Sprintf("%s@%x", symbol, s.Value)
 		if seen[key] {
 			continue
 		}
@@ -108,7 +116,7 @@ func (b *Binary) buildIndex() (*index, error) {
 		if err != nil {
 			continue
 		}
-		fn := &Function{Name: name, Symbol: s.Name, Address: s.Value, Size: s.Size, Offset: off, Exported: dyn[s.Name]}
+		fn := &Function{Name: name, Symbol: symbol, Address: s.Value, Size: s.Size, Offset: off, Exported: dyn[s.Name], bin: b}
 		ix.funcs[name] = append(ix.funcs[name], fn)
 	}
 	for _, fs := range ix.funcs {

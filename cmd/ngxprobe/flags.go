@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -14,34 +15,47 @@ import (
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
-// targetFlags choose what to trace; every command takes them.
+// targetFlags choose what to trace and where its debug info is; every
+// command takes them.
 type targetFlags struct {
-	pid    int
-	binary string
+	pid       int
+	binary    string
+	modules   listFlag
+	debugDirs listFlag
+	offline   bool
+	stderr    io.Writer
+	// debug is where open looked for debug info, for the stack unwinder.
+	debug *symbols.OpenOptions
 }
 
 func (c *targetFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.pid, "p", 0, "nginx master or worker `PID`")
 	fs.StringVar(&c.binary, "binary", "", "nginx executable `PATH`")
+	fs.Var(&c.modules, "module", "with --binary: a dynamic module or library `PATH` to resolve and probe functions in too (repeatable); with -p, every mapped module is")
+	fs.Var(&c.debugDirs, "debug-dir", "also look for debug files under `DIR`/.build-id (repeatable)")
+	fs.BoolVar(&c.offline, "offline", false, "do not fetch debug info with debuginfod (as an empty DEBUGINFOD_URLS)")
 }
 
 func (c *targetFlags) target() (*target.Target, error) {
 	switch {
 	case c.pid != 0 && c.binary != "":
 		return nil, fmt.Errorf("%w: give -p or --binary, not both", errUsage)
+	case c.pid != 0 && len(c.modules) > 0:
+		return nil, fmt.Errorf("%w: --module goes with --binary; with -p, the modules nginx maps are found in /proc/%d/maps", errUsage, c.pid)
 	case c.pid != 0:
 		return target.FromPID("", c.pid)
 	case c.binary != "":
-		return target.FromBinary(c.binary)
+		return target.FromBinary(c.binary, c.modules)
 	}
 	return nil, fmt.Errorf("%w: give -p PID or --binary PATH", errUsage)
 }
 
 // open checks the privileges to attach (when attaching), then opens the
-// target's binary. Privileges come first: without them /proc/PID/exe of
-// another user's nginx is unreadable, and that error would hide the real
-// cause. It returns when opening started, for the attach time.
-func (c *targetFlags) open(attach bool) (*target.Target, *symbols.Binary, time.Time, error) {
+// target's executable and modules. Privileges come first: without them
+// /proc/PID/exe of another user's nginx is unreadable, and that error
+// would hide the real cause. It returns when opening started, for the
+// attach time.
+func (c *targetFlags) open(ctx context.Context, attach bool) (*target.Target, *symbols.Image, time.Time, error) {
 	if attach {
 		if err := probes.CheckSupport(); err != nil {
 			return nil, nil, time.Time{}, err
@@ -52,21 +66,28 @@ func (c *targetFlags) open(attach bool) (*target.Target, *symbols.Binary, time.T
 		return nil, nil, time.Time{}, err
 	}
 	start := time.Now()
-	bin, err := symbols.Open(t.Path, nil)
+	opts, err := c.debugOptions(ctx)
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}
-	return t, bin, start, nil
+	c.debug = opts
+	img, err := openImage(t, opts)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return t, img, start, nil
 }
 
 // traceFlags are the flags of the commands that attach and print: run
 // and watch.
 type traceFlags struct {
 	targetFlags
-	format     string
-	duration   time.Duration
-	ringBytes  int
-	stackBytes int
+	// watchAttach forces how a watch reaches its sites (watch --attach).
+	watchAttach probes.WatchAttach
+	format      string
+	duration    time.Duration
+	ringBytes   int
+	stackBytes  int
 }
 
 func (c *traceFlags) register(fs *flag.FlagSet) {
@@ -86,7 +107,7 @@ func (c *traceFlags) check() error {
 }
 
 func (c *traceFlags) attachOptions(t *target.Target) probes.Options {
-	return probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: c.ringBytes, StackBytes: c.stackBytes}
+	return probes.Options{PID: t.PID, Children: t.Master, RingBufferBytes: c.ringBytes, StackBytes: c.stackBytes, WatchAttach: c.watchAttach}
 }
 
 // listFlag is a repeatable string flag.

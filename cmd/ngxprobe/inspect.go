@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -14,60 +15,77 @@ import (
 // The commands in this file read the binary and attach nothing; they
 // need no privileges.
 
-// openBinary parses a command's flags, then opens the binary it names.
-func openBinary(name string, args []string) (bin *symbols.Binary, pos []string, display string, err error) {
-	var flags targetFlags
+// openImage parses a command's flags, then opens the executable and
+// modules they name.
+func openTargetImage(ctx context.Context, name string, args []string, stderr io.Writer) (img *symbols.Image, pos []string, err error) {
+	flags := targetFlags{stderr: stderr}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	flags.register(fs)
 	if pos, err = parse(fs, args); err != nil {
-		return nil, nil, "", err
+		return nil, nil, err
 	}
-	t, bin, _, err := flags.open(false)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	return bin, pos, t.Display, nil
+	_, img, _, err = flags.open(ctx, false)
+	return img, pos, err
 }
 
 // cmdFuncs lists the instances of the functions whose names match, with
-// their addresses and parameter locations.
-func cmdFuncs(args []string, stdout io.Writer) error {
-	bin, pos, display, err := openBinary("funcs", args)
+// their addresses, parameter locations and modules.
+func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	img, pos, err := openTargetImage(ctx, "funcs", args, stderr)
 	if err != nil {
 		return err
 	}
-	defer bin.Close()
+	defer img.Close()
 	pattern := strings.Join(pos, " ")
-	fns, err := bin.Functions(pattern)
+	fns, err := img.Functions(pattern)
 	if err != nil {
 		return err
 	}
-	if !bin.HasDWARF() {
-		fmt.Fprintf(stdout, "# %s: %v; %s\n", display, symbols.ErrNoDebugInfo, symbols.NoDebugInfoHint)
-	} else {
-		fmt.Fprintf(stdout, "# %s: debug info %s\n", display, bin.DebugSource)
+	for _, b := range img.Modules() {
+		fmt.Fprintf(stdout, "# %s (%s): debug info %s\n", moduleDisplay(b), b.Kind, debugSource(b, true))
+		if !b.HasDWARF() && b.Kind != symbols.Other {
+			fmt.Fprintf(stdout, "#   %v: %s\n", symbols.ErrNoDebugInfo, symbols.NoDebugInfoHint)
+		}
 	}
 	for _, fn := range fns {
-		if !bin.HasDWARF() && !fn.Exported {
+		b := fn.Binary()
+		if !b.HasDWARF() && !fn.Exported {
 			continue
 		}
 		fmt.Fprintf(stdout, "%s\t%s\t%#x\t", fn.Name, fn.Symbol, fn.Address)
-		params, err := bin.Params(fn)
-		if err != nil {
-			fmt.Fprintf(stdout, "(%v)\n", firstLine(err))
-			continue
-		}
-		var ps []string
-		for _, p := range params {
-			if p.Err != nil {
-				ps = append(ps, fmt.Sprintf("%s %s@<unavailable>", symbols.TypeName(p.Type), p.Name))
-				continue
+		params, err := b.Params(fn)
+		switch {
+		case err != nil:
+			fmt.Fprintf(stdout, "(%v)", firstLine(err))
+		default:
+			var ps []string
+			for _, p := range params {
+				if p.Err != nil {
+					ps = append(ps, fmt.Sprintf("%s %s@<unavailable>", symbols.TypeName(p.Type), p.Name))
+					continue
+				}
+				ps = append(ps, fmt.Sprintf("%s %s@%s", symbols.TypeName(p.Type), p.Name, p.Location))
 			}
-			ps = append(ps, fmt.Sprintf("%s %s@%s", symbols.TypeName(p.Type), p.Name, p.Location))
+			fmt.Fprintf(stdout, "(%s)", strings.Join(ps, ", "))
 		}
-		fmt.Fprintf(stdout, "(%s)\n", strings.Join(ps, ", "))
+		fmt.Fprintf(stdout, "\t%s\n", symbols.ModuleName(b))
 	}
 	return nil
+}
+
+// moduleDisplay is a module's path as the process maps it.
+func moduleDisplay(b *symbols.Binary) string {
+	if b.MappedPath != "" {
+		return b.MappedPath
+	}
+	return b.Path
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func firstLine(err error) string {
@@ -76,18 +94,21 @@ func firstLine(err error) string {
 }
 
 // cmdFields prints a type's layout with byte and bit offsets, like pahole.
-func cmdFields(args []string, stdout io.Writer) error {
-	bin, pos, _, err := openBinary("fields", args)
+func cmdFields(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	img, pos, err := openTargetImage(ctx, "fields", args, stderr)
 	if err != nil {
 		return err
 	}
-	defer bin.Close()
+	defer img.Close()
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: fields needs a TYPE, e.g. ngx_connection_t", errUsage)
 	}
-	typ, err := bin.Type(strings.Join(pos, " "))
+	typ, in, err := img.Type(strings.Join(pos, " "))
 	if err != nil {
 		return err
+	}
+	if in != img.Main() {
+		fmt.Fprintf(stdout, "/* from %s */\n", moduleDisplay(in))
 	}
 	text, err := symbols.Layout(typ)
 	if err != nil {
@@ -99,8 +120,8 @@ func cmdFields(args []string, stdout io.Writer) error {
 
 // cmdCheck resolves a script against a binary and prints what run would
 // attach.
-func cmdCheck(args []string, stdout io.Writer) error {
-	var flags targetFlags
+func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	flags := targetFlags{stderr: stderr}
 	var scriptFlag scriptFlags
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	flags.register(fs)
@@ -116,12 +137,12 @@ func cmdCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	t, bin, start, err := flags.open(false)
+	t, img, start, err := flags.open(ctx, false)
 	if err != nil {
 		return err
 	}
-	defer bin.Close()
-	program, err := script.Compile(bin, parsed)
+	defer img.Close()
+	program, err := script.Compile(img, parsed)
 	if err != nil {
 		return err
 	}
@@ -130,7 +151,7 @@ func cmdCheck(args []string, stdout io.Writer) error {
 		n += len(pt.Instances)
 	}
 	fmt.Fprintf(stdout, "%s: ok against %s (debug info: %s): %d probe points, %d attach points, %d aggregations, checked in %d ms\n",
-		parsed.Files.Position(1).File, t.Display, bin.DebugSource, len(program.Points), n, len(program.Aggregations), time.Since(start).Milliseconds())
+		parsed.Files.Position(1).File, t.Display, orNone(img.Main().DebugSource), len(program.Points), n, len(program.Aggregations), time.Since(start).Milliseconds())
 	for _, pt := range program.Points {
 		fmt.Fprintf(stdout, "%s  %s\n", pt.Pos, pt.Text)
 		for _, in := range pt.Instances {
@@ -140,6 +161,9 @@ func cmdCheck(args []string, stdout io.Writer) error {
 			}
 			if in.Inlined != "" {
 				where += " (inlined " + in.Inlined + ")"
+			}
+			if in.Module != "" && in.Module != symbols.ModuleName(img.Main()) {
+				where += " in " + in.Module
 			}
 			fmt.Fprintf(stdout, "    %-9s %-48s addr %#x  file offset %#x\n", in.Kind, where, in.Address, in.FileOffset)
 		}

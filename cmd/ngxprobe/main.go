@@ -33,7 +33,12 @@ const usage = `usage:
   ngxprobe fields [-p PID | --binary PATH] TYPE
 
 -p PID takes an nginx master (its workers are traced, also after a reload)
-or one worker. --binary traces every process running that executable.
+or one worker; the dynamic modules and libraries it maps are searched too,
+and MODULE:FUNCTION picks one (ngx_stream_module.so:ngx_stream_proxy_handler,
+libc.so.6:close). --binary traces every process running that executable;
+--module PATH adds a module or library to it. Debug info is read from the
+binary, its .gnu_debuglink file, /usr/lib/debug/.build-id (and each
+--debug-dir), then debuginfod (DEBUGINFOD_URLS; --offline turns it off).
 SPEC is FUNCTION[%return][:EXPR,EXPR...], e.g. 'ngx_unix_recv%return:$retval,c->read->eof';
 it stands for the script 'FUNCTION { print(EXPR, ...) }'.
 A SCRIPT is a probe set: 'ngx_http_finalize_request /rc == 499/ { print(r->connection->number); stack }'.
@@ -73,13 +78,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "run":
 		return cmdRun(ctx, args, stdout, stderr)
 	case "check":
-		return cmdCheck(args, stdout)
+		return cmdCheck(ctx, args, stdout, stderr)
 	case "watch":
 		return cmdWatch(ctx, args, stdout, stderr)
 	case "funcs":
-		return cmdFuncs(args, stdout)
+		return cmdFuncs(ctx, args, stdout, stderr)
 	case "fields":
-		return cmdFields(args, stdout)
+		return cmdFields(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

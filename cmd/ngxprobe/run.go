@@ -20,7 +20,7 @@ import (
 // stand for, or the default set; --stack adds the close stacks to the
 // last two.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var flags traceFlags
+	flags := traceFlags{targetFlags: targetFlags{stderr: stderr}}
 	var scriptFlag scriptFlags
 	var probeSpecs listFlag
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -61,17 +61,17 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	t, bin, start, err := flags.open(true)
+	t, img, start, err := flags.open(ctx, true)
 	if err != nil {
 		return err
 	}
-	defer bin.Close()
+	defer img.Close()
 	if *withStacks {
-		if parsed, err = script.ParseText(name, text+probeset.CloseStacks(bin.HasFunction), nil); err != nil {
+		if parsed, err = script.ParseText(name, text+probeset.CloseStacks(img.HasFunction), nil); err != nil {
 			return err
 		}
 	}
-	program, err := script.Compile(bin, parsed)
+	program, err := script.Compile(img, parsed)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer tr.close()
-	printAttachSummary(stderr, t, bin, program.Probes, time.Since(start))
+	printAttachSummary(stderr, t, img, program.Probes, time.Since(start))
 	if anyStack(program.Probes) {
 		tr.prepareStacks()
 	}
@@ -126,7 +126,9 @@ func anyStack(ps []*probes.Probe) bool {
 	return false
 }
 
-func printAttachSummary(w io.Writer, t *target.Target, bin *symbols.Binary, ps []*probes.Probe, took time.Duration) {
+// printAttachSummary says what was attached where, and where each
+// module's debug info came from.
+func printAttachSummary(w io.Writer, t *target.Target, img *symbols.Image, ps []*probes.Probe, took time.Duration) {
 	who := "every process running it"
 	switch {
 	case t.Master:
@@ -134,12 +136,8 @@ func printAttachSummary(w io.Writer, t *target.Target, bin *symbols.Binary, ps [
 	case t.PID != 0:
 		who = fmt.Sprintf("pid %d", t.PID)
 	}
-	debug := bin.DebugSource
-	if debug == "" {
-		debug = "none"
-	}
 	fmt.Fprintf(w, "ngxprobe: attached %d probes to %s (debug info: %s), tracing %s, in %d ms\n",
-		len(ps), t.Display, debug, who, took.Milliseconds())
+		len(ps), t.Display, orNone(img.Main().DebugSource), who, took.Milliseconds())
 	for _, p := range ps {
 		kind := "uprobe"
 		if p.Return {
@@ -149,6 +147,15 @@ func printAttachSummary(w io.Writer, t *target.Target, bin *symbols.Binary, ps [
 		if p.At != 0 {
 			where = fmt.Sprintf("%s+%#x", where, p.At)
 		}
+		if b := p.Function.Binary(); b != nil && b != img.Main() {
+			where += " in " + symbols.ModuleName(b)
+		}
 		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, p.Name, where, p.Function.Address+p.At, p.Function.Offset+p.At, len(p.Values))
+	}
+	if len(t.Modules) > 0 {
+		fmt.Fprintf(w, "  debug info:\n")
+		for _, line := range debugSources(img, false) {
+			fmt.Fprintf(w, "    %s\n", line)
+		}
 	}
 }

@@ -54,10 +54,10 @@ type tracer struct {
 	// bootWall anchors the probes' CLOCK_MONOTONIC timestamps to the
 	// wall clock.
 	bootWall time.Time
-	// indexing is the stack indexer started by prepareStacks; close
-	// waits for it.
-	indexing  sync.WaitGroup
-	delivered map[*probes.Probe]uint64
+	// background holds the stack indexer started by prepareStacks and the
+	// module watcher; close waits for them.
+	background sync.WaitGroup
+	delivered  map[*probes.Probe]uint64
 }
 
 // attach attaches the probes to the target and makes the printers. The
@@ -75,10 +75,12 @@ func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, std
 	}
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	unwinder := stacks.NewUnwinder("")
+	unwinder.Debug = flags.debug // module frames get their names from the same debug info
 	return &tracer{
 		target:    t,
 		sess:      sess,
-		unwinder:  stacks.NewUnwinder(""),
+		unwinder:  unwinder,
 		buffered:  buffered,
 		out:       out,
 		diag:      diag,
@@ -91,7 +93,7 @@ func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, std
 // close detaches (if the trace has not ended) and frees everything, after
 // the stack indexer has stopped.
 func (tr *tracer) close() {
-	tr.indexing.Wait()
+	tr.background.Wait()
 	tr.unwinder.Close()
 	_ = tr.sess.Close()
 }
@@ -104,14 +106,54 @@ func (tr *tracer) wall(ns uint64) time.Time { return tr.bootWall.Add(time.Durati
 // worker that exits before its events are read still gets names. The
 // indexing takes about a second of CPU; "stacks ready" says it is done.
 func (tr *tracer) prepareStacks() {
-	tr.indexing.Add(1)
+	tr.background.Add(1)
 	go func() {
-		defer tr.indexing.Done()
+		defer tr.background.Done()
 		start := time.Now()
 		for _, pid := range tr.target.Workers {
 			tr.unwinder.Prepare(pid)
 		}
 		fmt.Fprintf(tr.stderr, "ngxprobe: stacks ready: modules of %d processes indexed in %d ms\n", len(tr.target.Workers), time.Since(start).Milliseconds())
+	}()
+}
+
+// moduleCheckInterval is how often a master's mappings are read for
+// modules that a reload loaded after attach.
+const moduleCheckInterval = 2 * time.Second
+
+// watchModules reports, once each, the files a master maps as code after
+// attach: a reload with a new load_module. Their functions are not
+// probed; saying so beats missing them silently.
+func (tr *tracer) watchModules(ctx context.Context) {
+	if !tr.target.Master {
+		return
+	}
+	known := map[string]bool{}
+	for _, m := range tr.target.Modules {
+		known[m.MappedPath] = true
+	}
+	tr.background.Add(1)
+	go func() {
+		defer tr.background.Done()
+		tick := time.NewTicker(moduleCheckInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			mods, err := target.ModulesOf("", tr.target.PID)
+			if err != nil {
+				return // the master exited; the trace ends with it
+			}
+			for _, m := range mods {
+				if !known[m.MappedPath] {
+					known[m.MappedPath] = true
+					fmt.Fprintf(tr.stderr, "ngxprobe: note: nginx %d mapped %s after attach (a reload with a new load_module?); its functions are not probed: run ngxprobe again to probe them\n", tr.target.PID, m.MappedPath)
+				}
+			}
+		}
 	}()
 }
 
@@ -126,6 +168,7 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	tr.watchModules(ctx)
 	records := make(chan []byte, queueLen(tr.sess.MaxRecordSize()))
 	readDone := make(chan error, 1)
 	go func() { readDone <- tr.readRecords(ctx, records) }()

@@ -21,13 +21,14 @@ var watchModes = map[string]flips.Mode{"exact": flips.Exact, "diff": flips.Diff,
 // cmdWatch reports flips of a connection's field: exact mode probes the
 // instructions that write it, diff mode compares it between functions.
 func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var flags traceFlags
+	flags := traceFlags{targetFlags: targetFlags{stderr: stderr}}
 	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
 	flags.register(fs)
 	mode := fs.String("mode", "exact", "exact, diff or both")
 	explain := fs.Bool("explain", false, "list the write sites and probe points, attach nothing")
 	noStack := fs.Bool("no-stack", false, "do not capture a stack per flip")
 	allSites := fs.Bool("all-sites", false, "also probe wide stores not known to write the watched type")
+	attachHow := fs.String("attach", "auto", "how probes reach the write sites: auto (the best the kernel has), multi (uprobe_multi, Linux 6.6), cookie (a uprobe per site, Linux 5.15) or per-site (a program per site)")
 	var at listFlag
 	fs.Var(&at, "at", "diff mode: compare at entry and return of `FUNC[:CONN]` instead of the default points (repeatable); CONN names the connection, c by default")
 	pos, err := parse(fs, args)
@@ -44,14 +45,19 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := flags.check(); err != nil {
 		return err
 	}
+	how, ok := parseWatchAttach(*attachHow)
+	if !ok {
+		return fmt.Errorf("%w: --attach %q: want auto, multi, cookie or per-site", errUsage, *attachHow)
+	}
+	flags.watchAttach = how
 	if _, err := flips.ParseExpr(pos[0]); err != nil {
 		return err
 	}
-	t, bin, start, err := flags.open(!*explain)
+	t, img, start, err := flags.open(ctx, !*explain)
 	if err != nil {
 		return err
 	}
-	defer bin.Close()
+	defer img.Close()
 	opts := flips.Options{Mode: m, Stack: !*noStack, AllSites: *allSites}
 	for _, a := range at {
 		fn, key, _ := strings.Cut(a, ":")
@@ -60,7 +66,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		opts.DiffPoints = append(opts.DiffPoints, flips.DiffPoint{Function: fn, Key: key, Return: true})
 	}
-	prog, err := flips.Prepare(bin, pos[0], opts)
+	prog, err := flips.Prepare(img.Main(), pos[0], opts)
 	if err != nil {
 		return watchAdvice(err)
 	}
@@ -72,8 +78,8 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer tr.close()
-	fmt.Fprintf(stderr, "ngxprobe: attached watch %s (%s.%s, byte %d bit %d) to %s in %d ms: %d write sites probed of %d found, %d diff points\n",
-		prog.Expr.Text, prog.Field.Type, prog.Field.Member, prog.Field.Offset, prog.Field.BitOffset, t.Display, time.Since(start).Milliseconds(), probedSites(prog), len(prog.Sites), len(prog.Points))
+	fmt.Fprintf(stderr, "ngxprobe: attached watch %s (%s.%s, byte %d bit %d) to %s in %d ms: %d write sites probed of %d found (%s), %d diff points\n",
+		prog.Expr.Text, prog.Field.Type, prog.Field.Member, prog.Field.Offset, prog.Field.BitOffset, t.Display, time.Since(start).Milliseconds(), probedSites(prog), len(prog.Sites), tr.sess.WatchAttach, len(prog.Points))
 	for _, n := range prog.Notes {
 		fmt.Fprintf(stderr, "  note: %s\n", n)
 	}
@@ -88,6 +94,16 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	printHotSites(stderr, prog, tr.sess.WatchHits())
 	return tr.finish()
+}
+
+// parseWatchAttach reads --attach.
+func parseWatchAttach(name string) (probes.WatchAttach, bool) {
+	for how, n := range probes.WatchAttachNames {
+		if n == name {
+			return how, true
+		}
+	}
+	return probes.WatchAuto, false
 }
 
 // watchAdvice adds the flags that answer a watch that cannot be

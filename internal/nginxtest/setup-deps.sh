@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# setup-deps.sh [deb]: install every Debian package the ngxprobe tests need.
+# setup-deps.sh [deb|vm]: install every Debian package the ngxprobe tests need.
 #
 # With "deb" it also installs what build-deb.sh and the packaged-nginx tests
 # need: Debian's package build tools (dpkg-buildpackage, dh, dh_dwz), the
 # nginx source package's Build-Depends, and the debuginfod server.
+#
+# With "vm" it also installs what internal/vmtest needs to boot Debian's
+# kernels in QEMU: the emulator, a static busybox for the initramfs, and the
+# tools fetch-kernels.sh uses on the kernel packages.
 #
 # Idempotent and fast: it asks dpkg first and only runs apt-get when a
 # package is missing. Must run as root (or via sudo) when something is missing.
@@ -14,8 +18,9 @@ PKGS=(
 	gcc make dpkg-dev patch xz-utils libpcre2-dev libssl-dev zlib1g-dev
 	# locking in build-nginx.sh
 	util-linux
-	# test tooling
-	dwarves gdb curl wrk binutils debuginfod
+	# test tooling (dwz: the symbols tests make DWARF supplementary files
+	# with dwz -m, as Debian's dh_dwz does)
+	dwarves gdb curl wrk binutils debuginfod dwz
 	# e2e: leftover uprobe and program checks
 	bpftool
 	# libc frames named in stacks (and by gdb); bpftrace for the benchmarks
@@ -33,6 +38,18 @@ if [[ ${1:-} == deb ]]; then
 		# the debuginfod server the packaged-nginx tests start; its -U scan
 		# of .deb/.ddeb archives runs bsdtar
 		debuginfod libarchive-tools
+	)
+fi
+
+if [[ ${1:-} == vm ]]; then
+	PKGS+=(
+		# the emulator (TCG, or KVM where it works) with virtio-9p
+		qemu-system-x86
+		# the initramfs's shell, mount, insmod, poweroff
+		busybox-static
+		# fetch-kernels.sh: depmod for the extracted modules (so modprobe
+		# works in the guest), .ko.xz/.ko.zst decompression, the lock
+		kmod xz-utils zstd util-linux
 	)
 fi
 

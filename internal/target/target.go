@@ -3,12 +3,16 @@
 package target
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/ngxprobe/ngxprobe/stacks"
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 // Sentinel errors.
@@ -27,17 +31,43 @@ type Target struct {
 	PID     int
 	Master  bool // PID is a master: its workers, present and future, are traced
 	Workers []int
+	// Modules are the other files the process maps as code: dynamic
+	// modules and libraries (with --binary, the --module files).
+	Modules []Module
 }
 
-// FromBinary traces every process running the binary.
-func FromBinary(path string) (*Target, error) {
+// Module is a file mapped as code into the traced process.
+type Module struct {
+	// Path opens the file from here: through /proc/PID/root, so that a
+	// container's files are found, or /proc/PID/map_files when the file
+	// was deleted since it was mapped.
+	Path string
+	// MappedPath is the file's path as the process maps it.
+	MappedPath string
+	// Deleted: the file was deleted (or replaced) since it was mapped.
+	Deleted bool
+}
+
+// FromBinary traces every process running the binary; modules are
+// probed in the files given.
+func FromBinary(path string, modules []string) (*Target, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("--binary %s: %w", path, err)
 	}
-	return &Target{Path: path, Display: path}, nil
+	t := &Target{Path: path, Display: path}
+	for _, m := range modules {
+		if _, err := os.Stat(m); err != nil {
+			return nil, fmt.Errorf("--module %s: %w", m, err)
+		}
+		t.Modules = append(t.Modules, Module{Path: m, MappedPath: m})
+	}
+	return t, nil
 }
 
-// FromPID traces an nginx master and its workers, or one worker.
+// FromPID traces an nginx master and its workers, or one worker. A
+// process is nginx by its process title (nginx: master process ...) or by
+// its executable's symbols, never by the file's name: openresty,
+// nginx-debug, Angie and Tengine are nginx too.
 func FromPID(procRoot string, pid int) (*Target, error) {
 	if procRoot == "" {
 		procRoot = "/proc"
@@ -48,16 +78,69 @@ func FromPID(procRoot string, pid int) (*Target, error) {
 		return nil, fmt.Errorf("pid %d: %w (has it exited?)", pid, ErrNoProcess)
 	}
 	title := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
-	exe, _ := os.Readlink(filepath.Join(dir, "exe"))
-	if !strings.HasPrefix(title, "nginx:") && filepath.Base(strings.TrimSuffix(exe, " (deleted)")) != "nginx" && !strings.Contains(filepath.Base(exe), "openresty") {
-		return nil, fmt.Errorf("pid %d is %q (%s): %w; pass the nginx master's pid (see the pid file, or pgrep -f 'nginx: master')", pid, title, exe, ErrNotNginx)
+	exePath := filepath.Join(dir, "exe")
+	exe, err := os.Readlink(exePath)
+	if err != nil {
+		return nil, fmt.Errorf("pid %d (%q): reading %s: %w", pid, title, exePath, err)
 	}
-	t := &Target{Path: filepath.Join(dir, "exe"), Display: exe, PID: pid}
-	t.Master = strings.HasPrefix(title, "nginx: master") || len(Children(procRoot, pid)) > 0
+	if !strings.HasPrefix(title, "nginx:") {
+		if kind, err := kindOf(exePath); err != nil || kind != symbols.Nginx {
+			why := "its executable defines no ngx_cycle"
+			if err != nil {
+				why = err.Error()
+			}
+			return nil, fmt.Errorf("pid %d is %q (%s; %s): %w; pass the nginx master's pid (see the pid file, or pgrep -f 'nginx: master')", pid, title, exe, why, ErrNotNginx)
+		}
+	}
+	t := &Target{Path: exePath, Display: exe, PID: pid}
+	children := Children(procRoot, pid)
+	t.Master = strings.Contains(title, "master process") || len(children) > 0
 	if t.Master {
-		t.Workers = Children(procRoot, pid)
+		t.Workers = children
+	}
+	if t.Modules, err = ModulesOf(procRoot, pid); err != nil {
+		return nil, err
 	}
 	return t, nil
+}
+
+func kindOf(path string) (symbols.Kind, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return symbols.Other, err
+	}
+	defer f.Close()
+	return symbols.KindOf(f), nil
+}
+
+// ModulesOf lists the files that process pid maps as code, other than
+// its executable, each once.
+func ModulesOf(procRoot string, pid int) ([]Module, error) {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	maps, err := stacks.ReadMaps(procRoot, pid)
+	if err != nil {
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	exe, _ := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "exe"))
+	seen := map[string]bool{exe: true}
+	var out []Module
+	for _, mp := range maps {
+		if !mp.Exec || !strings.HasPrefix(mp.Path, "/") || seen[mp.Path] {
+			continue
+		}
+		seen[mp.Path] = true
+		mapped, deleted := strings.CutSuffix(mp.Path, " (deleted)")
+		m := Module{MappedPath: mapped, Deleted: deleted, Path: fmt.Sprintf("%s/%d/root%s", procRoot, pid, mapped)}
+		if deleted {
+			// The file at the path, if any, is another one now; the
+			// mapped one is still there, through map_files (root only).
+			m.Path = fmt.Sprintf("%s/%d/map_files/%x-%x", procRoot, pid, mp.Start, mp.End)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // Children lists the processes whose parent is pid.
