@@ -40,6 +40,7 @@ bench: nginx build
 	bash bench/events.sh
 	$(GO) test ./bench -run '^$$' -bench Unwind -benchtime 20000x
 	$(GO) test ./bench -run '^$$' -bench ModuleMemory -benchtime 1x
+	$(GO) test ./bench -run '^$$' -bench PackagedAttach -benchtime 3x
 
 clean:
 	rm -rf bin
