@@ -2,16 +2,26 @@
 # Per-hit cost of a probe against the floor (an empty uprobe), measured on
 # a function called in a tight loop, variants alternating in one run.
 #   RUNS=5 bash bench/hitcost.sh
+# VARIANTS="none empty_uprobe ..." runs a subset; PREBUILT=DIR takes
+# ngxprobe, emptyprobe and loop from DIR instead of building them (the
+# kernel matrix runs it so in QEMU guests, which have no time to build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 CALLS=${CALLS:-100000}
-go build -o bin/ngxprobe ./cmd/ngxprobe
-go build -o bin/emptyprobe ./bench/emptyprobe
 work=$(mktemp -d)
 source bench/perfprobe.sh
 trap 'pkill -INT -f "$work/loop" 2>/dev/null || true; perf_teardown; rm -rf "$work"' EXIT
-gcc -O2 -g -fomit-frame-pointer -o "$work/loop" bench/hitcost/loop.c
+if [ -n "${PREBUILT:-}" ]; then
+  mkdir -p "$work/bin"
+  cp "$PREBUILT/ngxprobe" "$PREBUILT/emptyprobe" "$work/bin/"
+  cp "$PREBUILT/loop" "$work/loop"
+  cd "$work" && ln -s "$OLDPWD/bench" bench
+else
+  go build -o bin/ngxprobe ./cmd/ngxprobe
+  go build -o bin/emptyprobe ./bench/emptyprobe
+  gcc -O2 -g -fomit-frame-pointer -o "$work/loop" bench/hitcost/loop.c
+fi
 loop="$work/loop"
 leaf='r->top->mid->leaf'
 eight="$leaf->f[0],$leaf->f[1],$leaf->f[2],$leaf->f[3],$leaf->f[4],$leaf->f[5],$leaf->f[6],$leaf->f[7]"
@@ -42,6 +52,7 @@ variants=(none empty_uprobe ngxprobe_1_field ngxprobe_8_fields_3_hops ngxprobe_f
 command -v bpftrace >/dev/null && variants+=(bpftrace_8_fields)
 perf_args="ngxpbench:hit=target $(for i in 0 1 2 3 4 5 6 7; do printf 'f%d=%s->f[%d] ' $i "$leaf" $i; done)"
 command -v perf >/dev/null && variants+=(perf_probe_8_fields)
+if [ -n "${VARIANTS:-}" ]; then read -r -a variants <<<"$VARIANTS"; fi
 declare -A results
 for run in $(seq "$RUNS"); do
   for v in "${variants[@]}"; do

@@ -60,9 +60,6 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 	if len(probes) == 0 {
 		return nil, errors.New("no probes to attach")
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raising the memlock limit: %w", err)
-	}
 	s := &Session{probes: probes, WatchAttach: opts.WatchAttach}
 	defer func() {
 		if err != nil {
@@ -209,6 +206,11 @@ func probeKind(isReturn bool) string {
 // createMaps creates the session's core maps: the ring buffer, the hit
 // and lost counters with a slot per program, and the saved entry roots.
 func (s *Session) createMaps(nprobes, ringBytes int) error {
+	// Before Linux 5.11, maps count against RLIMIT_MEMLOCK (64 KiB by
+	// default); later kernels charge the memory cgroup and ignore it.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising the memlock limit: %w", err)
+	}
 	if ringBytes == 0 {
 		ringBytes = 4 << 20
 	}

@@ -195,6 +195,13 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 		}
 	}
 	if p.prologue != nil {
+		// A prologue sets the pseudo registers its kind uses; values may
+		// read the others (a watch's RegPrevPoint), and verifiers before
+		// 5.12 or so refuse a read of a stack slot never written.
+		e.emit(asm.Mov.Imm(asm.R1, 0))
+		for reg := RegObject; reg <= RegPrevPoint; reg++ {
+			e.emit(asm.StoreMem(asm.RFP, pseudo(reg), asm.R1, asm.DWord))
+		}
 		if err := p.prologue(e); err != nil {
 			return nil, err
 		}

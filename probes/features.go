@@ -96,6 +96,9 @@ func CheckSupport() error {
 // checkFailed explains the failed check of what, which ngxprobe needs
 // because it why.
 func checkFailed(what, why string, err error) error {
+	if mode := lockdown(); mode == "confidentiality" && errors.Is(err, ebpf.ErrNotSupported) {
+		return missingFeature(err, "%s is refused: the kernel is locked down (lockdown=confidentiality, %s), which keeps BPF programs from reading memory; ngxprobe needs it because it %s. Boot with lockdown=integrity or none to trace", what, lockdownFile, why)
+	}
 	if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, os.ErrNotExist) {
 		return missingFeature(err, "%s is missing; ngxprobe needs it because it %s (kernel 5.8 or newer with CONFIG_UPROBE_EVENTS and CONFIG_BPF_EVENTS)", what, why)
 	}
@@ -123,6 +126,9 @@ func effectiveCaps() (uint64, error) {
 // taskOffsets reads task_struct's layout from the kernel's BTF, so the
 // parent filter needs no kernel headers.
 func taskOffsets() (realParent, tgid int16, err error) {
+	if err := readKernelRefused(); err != nil {
+		return 0, 0, fmt.Errorf("%w; it is needed to follow an nginx master's workers: trace one worker with -p WORKER_PID instead", err)
+	}
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		return 0, 0, missingFeature(nil, "kernel BTF (/sys/kernel/btf/vmlinux) is needed to follow an nginx master's workers: %w", err)
@@ -164,6 +170,9 @@ type returnOffsets struct {
 // loadReturnOffsets reads them from kernel BTF; without them, stacks stop
 // at the first replaced return address, with a reason that says so.
 func loadReturnOffsets() returnOffsets {
+	if readKernelRefused() != nil {
+		return returnOffsets{}
+	}
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		return returnOffsets{}

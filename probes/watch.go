@@ -100,9 +100,9 @@ func (a WatchAttach) String() string {
 	case WatchMulti:
 		return "one uprobe_multi link per site shape"
 	case WatchCookie:
-		return "a uprobe per site, the site in its BPF cookie (no uprobe_multi: Linux 6.6)"
+		return "a uprobe per site, the site in its BPF cookie"
 	}
-	return "a uprobe and a program per site (no uprobe_multi: Linux 6.6; no BPF cookie for uprobes: Linux 5.15)"
+	return "a uprobe and a program per site"
 }
 
 // ChooseWatchAttach probes the kernel for the best way to attach a

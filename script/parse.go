@@ -714,12 +714,12 @@ func (p *parser) postfix() Expr {
 		at := p.at()
 		switch {
 		case p.accept("->"):
-			name, _ := p.needIdent("a member name after ->")
-			x = &symbols.MemberExpr{At: at, X: x, Name: name, Arrow: true}
+			name, nameAt := p.needIdent("a member name after ->")
+			x = &symbols.MemberExpr{At: at, NameAt: nameAt, X: x, Name: name, Arrow: true}
 		case p.peek(".") && !p.peek(".."):
 			p.pos++
-			name, _ := p.needIdent("a member name after .")
-			x = &symbols.MemberExpr{At: at, X: x, Name: name}
+			name, nameAt := p.needIdent("a member name after .")
+			x = &symbols.MemberExpr{At: at, NameAt: nameAt, X: x, Name: name}
 		case p.accept("["):
 			p.space()
 			lit, ok := p.number()

@@ -2,6 +2,7 @@ package symbols_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,5 +91,22 @@ func TestImageOpensModulesLazily(t *testing.T) {
 	}
 	if typ, in, err := img.Type("ngx_connection_t"); err != nil || typ == nil || in != main {
 		t.Errorf("Type(ngx_connection_t) = %v in %v, %v; want the executable's", typ, in, err)
+	}
+}
+
+// A misspelt field names the closest fields, not all of a struct's
+// hundred: the full list is one command away.
+func TestNotFoundErrorIsShort(t *testing.T) {
+	many := make([]string, 143)
+	for i := range many {
+		many[i] = fmt.Sprintf("field%d", i)
+	}
+	long := (&symbols.NotFoundError{Kind: symbols.ErrFieldNotFound, Name: "conection", Where: "ngx_http_request_t", Closest: []string{"connection"}, All: many}).Error()
+	if want := `field not found: "conection" in ngx_http_request_t; did you mean connection? (ngxprobe fields 'ngx_http_request_t' lists its 143 fields)`; long != want {
+		t.Errorf("long list:\n got %s\nwant %s", long, want)
+	}
+	short := (&symbols.NotFoundError{Kind: symbols.ErrNoParam, Name: "rr", Where: "f", Closest: []string{"r"}, All: []string{"r", "rc"}}).Error()
+	if !strings.HasSuffix(short, "(parameters: r, rc)") {
+		t.Errorf("a short list is listed: %s", short)
 	}
 }

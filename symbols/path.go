@@ -20,12 +20,14 @@ type Ident struct {
 	Name string
 }
 
-// MemberExpr is x->name (Arrow) or x.name.
+// MemberExpr is x->name (Arrow) or x.name. At is the operator's
+// position, NameAt the name's: an unknown member is reported there.
 type MemberExpr struct {
-	At    int
-	X     Path
-	Name  string
-	Arrow bool
+	At     int
+	NameAt int
+	X      Path
+	Name   string
+	Arrow  bool
 }
 
 // IndexExpr is x[n].
@@ -199,11 +201,13 @@ func (p *pathParser) postfix(isType func(string) bool) (Path, error) {
 			} else {
 				p.pos++
 			}
+			p.space()
+			nameAt := p.pos
 			name, ok := p.ident()
 			if !ok {
 				return nil, p.errorf("expected a member name")
 			}
-			x = &MemberExpr{At: at, X: x, Name: name, Arrow: arrow}
+			x = &MemberExpr{At: at, NameAt: nameAt, X: x, Name: name, Arrow: arrow}
 		case p.peek("["):
 			p.pos++
 			p.space()
@@ -376,7 +380,11 @@ func (b *Binary) compile(text string, path Path, scope Scope) (operand, error) {
 		m, names, ok := member(x.typ, e.Name)
 		if !ok {
 			err := &NotFoundError{Kind: ErrFieldNotFound, Name: e.Name, Where: typeName(x.typ), Closest: Closest(e.Name, names, 3), All: names}
-			return operand{}, &PathError{Text: text, At: e.At, Msg: err.Error(), Err: err}
+			at := e.At
+			if e.NameAt > e.At {
+				at = e.NameAt // the caret goes under the misspelt name
+			}
+			return operand{}, &PathError{Text: text, At: at, Msg: err.Error(), Err: err}
 		}
 		x.typ = m.Type
 		if m.BitSize > 0 {

@@ -15,18 +15,28 @@ type NotFoundError struct {
 	All     []string // for fields: every field of the struct
 }
 
+// maxListed is how many names an error lists in full.
+const maxListed = 12
+
 func (e *NotFoundError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%v: %q in %s", e.Kind, e.Name, e.Where)
 	if len(e.Closest) > 0 {
 		fmt.Fprintf(&b, "; did you mean %s?", strings.Join(e.Closest, ", "))
 	}
-	if len(e.All) > 0 {
+	switch {
+	case len(e.All) == 0:
+	case len(e.All) <= maxListed:
 		what := "fields"
 		if e.Kind == ErrNoParam {
 			what = "parameters"
 		}
 		fmt.Fprintf(&b, " (%s: %s)", what, strings.Join(e.All, ", "))
+	case e.Kind == ErrFieldNotFound:
+		// A long list helps nobody on one line: point to the layout.
+		fmt.Fprintf(&b, " (ngxprobe fields '%s' lists its %d fields)", e.Where, len(e.All))
+	default:
+		fmt.Fprintf(&b, " (%d in all)", len(e.All))
 	}
 	return b.String()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -116,12 +117,15 @@ type listFlag []string
 func (p *listFlag) String() string     { return strings.Join(*p, " ") }
 func (p *listFlag) Set(v string) error { *p = append(*p, v); return nil }
 
-// parse lets flags and positional arguments come in any order.
+// parse lets flags and positional arguments come in any order. -h and
+// --help return a helpError: main prints the command's help.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var positional []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			return nil, &helpError{name: fs.Name(), fs: fs}
+		} else if err != nil {
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}
 		args = fs.Args()

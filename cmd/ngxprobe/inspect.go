@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,23 +16,29 @@ import (
 // The commands in this file read the binary and attach nothing; they
 // need no privileges.
 
-// openImage parses a command's flags, then opens the executable and
-// modules they name.
-func openTargetImage(ctx context.Context, name string, args []string, stderr io.Writer) (img *symbols.Image, pos []string, err error) {
-	flags := targetFlags{stderr: stderr}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	flags.register(fs)
-	if pos, err = parse(fs, args); err != nil {
-		return nil, nil, err
-	}
-	_, img, _, err = flags.open(ctx, false)
-	return img, pos, err
+// funcsFlags are funcs' flags.
+type funcsFlags struct {
+	targetFlags
+	names bool
+}
+
+func (f *funcsFlags) register(fs *flag.FlagSet) {
+	f.targetFlags.register(fs)
+	fs.BoolVar(&f.names, "names", false, "print only the C names, one per line (for shell completion)")
 }
 
 // cmdFuncs lists the instances of the functions whose names match, with
-// their addresses, parameter locations and modules.
+// their addresses, parameter locations and modules. No match is an error
+// that names the closest functions, as grep and bpftrace -l users expect.
 func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	img, pos, err := openTargetImage(ctx, "funcs", args, stderr)
+	ff := funcsFlags{targetFlags: targetFlags{stderr: stderr}}
+	fs := flag.NewFlagSet("funcs", flag.ContinueOnError)
+	ff.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	_, img, _, err := ff.open(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -40,6 +47,23 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fns, err := img.Functions(pattern)
 	if err != nil {
 		return err
+	}
+	if len(fns) == 0 {
+		return noMatch(img, pattern)
+	}
+	if ff.names {
+		seen := map[string]bool{}
+		for _, fn := range fns {
+			if !seen[fn.Name] && (fn.Binary().HasDWARF() || fn.Exported) {
+				seen[fn.Name] = true
+				fmt.Fprintln(stdout, fn.Name)
+			}
+		}
+		return nil
+	}
+	main := img.Main()
+	if main.Kind != symbols.Nginx {
+		fmt.Fprintf(stdout, "# %s is not nginx: it defines no ngx_cycle; its functions are listed, but probe sets and watch expect nginx\n", moduleDisplay(main))
 	}
 	for _, b := range img.Modules() {
 		fmt.Fprintf(stdout, "# %s (%s): debug info %s\n", moduleDisplay(b), b.Kind, debugSource(b, true))
@@ -71,6 +95,39 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "\t%s\n", symbols.ModuleName(b))
 	}
 	return nil
+}
+
+// errNoMatch: funcs found no function whose name holds the pattern.
+var errNoMatch = errors.New("no function matches")
+
+// noMatch explains an empty funcs: the closest names, and whether the
+// binary is nginx at all.
+func noMatch(img *symbols.Image, pattern string) error {
+	msg := fmt.Sprintf("%q in %s", pattern, moduleDisplay(img.Main()))
+	if img.Main().Kind != symbols.Nginx {
+		msg += ", which is not nginx (it defines no ngx_cycle)"
+	}
+	_, fn := symbols.SplitQualified(pattern)
+	if _, err := img.Lookup(fn); err != nil {
+		var nf *symbols.NotFoundError
+		if errors.As(err, &nf) && len(nf.Closest) > 0 {
+			msg += "; did you mean " + strings.Join(nf.Closest, ", ") + "?"
+		}
+	}
+	return fmt.Errorf("%w %s", errNoMatch, msg)
+}
+
+// openTargetImage parses a command's flags, then opens the executable and
+// modules they name.
+func openTargetImage(ctx context.Context, name string, args []string, stderr io.Writer) (img *symbols.Image, pos []string, err error) {
+	flags := targetFlags{stderr: stderr}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	flags.register(fs)
+	if pos, err = parse(fs, args); err != nil {
+		return nil, nil, err
+	}
+	_, img, _, err = flags.open(ctx, false)
+	return img, pos, err
 }
 
 // moduleDisplay is a module's path as the process maps it.

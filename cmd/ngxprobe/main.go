@@ -17,37 +17,15 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
-
-const usage = `usage:
-  ngxprobe run    [-p PID | --binary PATH] [--probe SPEC]... [--stack] [-o text|json] [--duration D]
-  ngxprobe run    [-p PID | --binary PATH] [-o text|json] [--duration D] SCRIPT | -e 'TEXT'
-  ngxprobe check  [-p PID | --binary PATH] SCRIPT | -e 'TEXT'
-  ngxprobe watch  [-p PID | --binary PATH] [--mode exact|diff|both] [--explain] [-o text|json] [--duration D] EXPR
-  ngxprobe funcs  [-p PID | --binary PATH] [PATTERN]
-  ngxprobe fields [-p PID | --binary PATH] TYPE
-
--p PID takes an nginx master (its workers are traced, also after a reload)
-or one worker; the dynamic modules and libraries it maps are searched too,
-and MODULE:FUNCTION picks one (ngx_stream_module.so:ngx_stream_proxy_handler,
-libc.so.6:close). --binary traces every process running that executable;
---module PATH adds a module or library to it. Debug info is read from the
-binary, its .gnu_debuglink file, /usr/lib/debug/.build-id (and each
---debug-dir), then debuginfod (DEBUGINFOD_URLS; --offline turns it off).
-SPEC is FUNCTION[%return][:EXPR,EXPR...], e.g. 'ngx_unix_recv%return:$retval,c->read->eof';
-it stands for the script 'FUNCTION { print(EXPR, ...) }'.
-A SCRIPT is a probe set: 'ngx_http_finalize_request /rc == 499/ { print(r->connection->number); stack }'.
-watch reports where a field of a connection flips, e.g. 'c->read->eof', with
-the writing line and a stack; --explain lists the write sites without attaching.
-check parses and resolves a script against the binary's DWARF without root.
-Without --probe or a script, run uses the default set: ngx_http_finalize_request,
-ngx_unix_recv (at return) and ngx_http_ssl_handshake.
-`
 
 // errUsage marks errors caused by the command line (exit status 2).
 var errUsage = errors.New("usage")
@@ -56,17 +34,29 @@ func main() {
 	// Ctrl-C and SIGTERM end a trace cleanly: every command gets this
 	// context, and the tracer detaches and drains when it ends.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err == nil {
-		return
+	os.Exit(code)
+}
+
+// execute runs a command line and returns its exit status: 0, 1 for a
+// failure, 2 for a usage error (with the usage). Help goes to stdout.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout, stderr)
+	var help *helpError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		writeHelp(stdout, help.name, help.fs)
+		return 0
 	}
-	fmt.Fprintf(os.Stderr, "ngxprobe: %v\n", err)
+	fmt.Fprintf(stderr, "ngxprobe: %v\n", err)
 	if errors.Is(err, errUsage) {
-		fmt.Fprint(os.Stderr, "\n"+usage)
-		os.Exit(2)
+		fmt.Fprint(stderr, "\n"+usageText())
+		return 2
 	}
-	os.Exit(1)
+	return 1
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -85,9 +75,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdFuncs(ctx, args, stdout, stderr)
 	case "fields":
 		return cmdFields(ctx, args, stdout, stderr)
+	case "features":
+		return cmdFeatures(args, stdout)
+	case "version":
+		pos, err := parse(flag.NewFlagSet("version", flag.ContinueOnError), args)
+		if err != nil {
+			return err
+		}
+		if len(pos) > 0 {
+			return fmt.Errorf("%w: version takes no arguments", errUsage)
+		}
+		_, err = fmt.Fprintln(stdout, version())
+		return err
+	case "completion":
+		return cmdCompletion(args, stdout)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		if len(args) == 1 {
+			if _, ok := summaries[args[0]]; ok {
+				return run(ctx, []string{args[0], "--help"}, stdout, stderr)
+			}
+		}
+		fmt.Fprint(stdout, usageText())
 		return nil
 	}
-	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	return fmt.Errorf("%w: unknown command %q%s", errUsage, cmd, closestCommand(cmd))
+}
+
+// closestCommand suggests the command a typo meant.
+func closestCommand(typo string) string {
+	if c := symbols.Closest(typo, commandOrder, 1); len(c) > 0 {
+		return "; did you mean " + c[0] + "?"
+	}
+	return ""
 }

@@ -19,19 +19,30 @@ import (
 // cmdRun attaches a probe set: a script, the scripts that --probe flags
 // stand for, or the default set; --stack adds the close stacks to the
 // last two.
+// runFlags are run's flags.
+type runFlags struct {
+	traceFlags
+	script scriptFlags
+	probes listFlag
+	stacks bool
+}
+
+func (f *runFlags) register(fs *flag.FlagSet) {
+	f.traceFlags.register(fs)
+	f.script.register(fs)
+	fs.Var(&f.probes, "probe", "probe `SPEC`: "+probeset.FlagSyntax+" (repeatable)")
+	fs.BoolVar(&f.stacks, "stack", false, "add probes with stacks where nginx closes connections")
+}
+
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := traceFlags{targetFlags: targetFlags{stderr: stderr}}
-	var scriptFlag scriptFlags
-	var probeSpecs listFlag
+	rf := runFlags{traceFlags: traceFlags{targetFlags: targetFlags{stderr: stderr}}}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	flags.register(fs)
-	scriptFlag.register(fs)
-	fs.Var(&probeSpecs, "probe", "probe `SPEC`: "+probeset.FlagSyntax+" (repeatable)")
-	withStacks := fs.Bool("stack", false, "add probes with stacks where nginx closes connections")
-	src, err := scriptFlag.parse(fs, args)
+	rf.register(fs)
+	src, err := rf.script.parse(fs, args)
 	if err != nil {
 		return err
 	}
+	flags, probeSpecs, withStacks := &rf.traceFlags, rf.probes, &rf.stacks
 	switch {
 	case src != nil && len(probeSpecs) > 0:
 		return fmt.Errorf("%w: give a script or --probe, not both", errUsage)
@@ -75,7 +86,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	tr, err := attach(t, program.Probes, &flags, stdout, stderr)
+	tr, err := attach(t, program.Probes, flags, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -20,17 +20,29 @@ var watchModes = map[string]flips.Mode{"exact": flips.Exact, "diff": flips.Diff,
 
 // cmdWatch reports flips of a connection's field: exact mode probes the
 // instructions that write it, diff mode compares it between functions.
+// watchFlags are watch's flags.
+type watchFlags struct {
+	traceFlags
+	mode, attach               string
+	explain, noStack, allSites bool
+	at                         listFlag
+}
+
+func (f *watchFlags) register(fs *flag.FlagSet) {
+	f.traceFlags.register(fs)
+	fs.StringVar(&f.mode, "mode", "exact", "exact, diff or both")
+	fs.BoolVar(&f.explain, "explain", false, "list the write sites and probe points, attach nothing")
+	fs.BoolVar(&f.noStack, "no-stack", false, "do not capture a stack per flip")
+	fs.BoolVar(&f.allSites, "all-sites", false, "also probe wide stores not known to write the watched type")
+	fs.StringVar(&f.attach, "attach", "auto", "how probes reach the write sites: auto (the best the kernel has), multi (uprobe_multi, Linux 6.6), cookie (a uprobe per site, Linux 5.15) or per-site (a program per site)")
+	fs.Var(&f.at, "at", "diff mode: compare at entry and return of `FUNC[:CONN]` instead of the default points (repeatable); CONN names the connection, c by default")
+}
+
 func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := traceFlags{targetFlags: targetFlags{stderr: stderr}}
+	wf := watchFlags{traceFlags: traceFlags{targetFlags: targetFlags{stderr: stderr}}}
 	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	flags.register(fs)
-	mode := fs.String("mode", "exact", "exact, diff or both")
-	explain := fs.Bool("explain", false, "list the write sites and probe points, attach nothing")
-	noStack := fs.Bool("no-stack", false, "do not capture a stack per flip")
-	allSites := fs.Bool("all-sites", false, "also probe wide stores not known to write the watched type")
-	attachHow := fs.String("attach", "auto", "how probes reach the write sites: auto (the best the kernel has), multi (uprobe_multi, Linux 6.6), cookie (a uprobe per site, Linux 5.15) or per-site (a program per site)")
-	var at listFlag
-	fs.Var(&at, "at", "diff mode: compare at entry and return of `FUNC[:CONN]` instead of the default points (repeatable); CONN names the connection, c by default")
+	wf.register(fs)
+	flags := &wf.traceFlags
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -38,28 +50,28 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: watch needs one EXPR, e.g. 'c->read->eof'", errUsage)
 	}
-	m, ok := watchModes[*mode]
+	m, ok := watchModes[wf.mode]
 	if !ok {
-		return fmt.Errorf("%w: --mode %q: want exact, diff or both", errUsage, *mode)
+		return fmt.Errorf("%w: --mode %q: want exact, diff or both", errUsage, wf.mode)
 	}
 	if err := flags.check(); err != nil {
 		return err
 	}
-	how, ok := parseWatchAttach(*attachHow)
+	how, ok := parseWatchAttach(wf.attach)
 	if !ok {
-		return fmt.Errorf("%w: --attach %q: want auto, multi, cookie or per-site", errUsage, *attachHow)
+		return fmt.Errorf("%w: --attach %q: want auto, multi, cookie or per-site", errUsage, wf.attach)
 	}
 	flags.watchAttach = how
 	if _, err := flips.ParseExpr(pos[0]); err != nil {
 		return err
 	}
-	t, img, start, err := flags.open(ctx, !*explain)
+	t, img, start, err := flags.open(ctx, !wf.explain)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	opts := flips.Options{Mode: m, Stack: !*noStack, AllSites: *allSites}
-	for _, a := range at {
+	opts := flips.Options{Mode: m, Stack: !wf.noStack, AllSites: wf.allSites}
+	for _, a := range wf.at {
 		fn, key, _ := strings.Cut(a, ":")
 		if key == "" {
 			key = "c"
@@ -70,10 +82,10 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return watchAdvice(err)
 	}
-	if *explain {
+	if wf.explain {
 		return explainWatch(stdout, prog, time.Since(start))
 	}
-	tr, err := attach(t, prog.Probes, &flags, stdout, stderr)
+	tr, err := attach(t, prog.Probes, flags, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -83,7 +95,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, n := range prog.Notes {
 		fmt.Fprintf(stderr, "  note: %s\n", n)
 	}
-	if !*noStack {
+	if !wf.noStack {
 		tr.prepareStacks()
 	}
 	err = tr.run(ctx, flags.duration, func(ev probes.Event, st *output.Stack) error {

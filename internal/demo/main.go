@@ -104,12 +104,20 @@ func main() {
 	}
 	r.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	attached := make(chan bool, 1)
-	var summary strings.Builder
+	// stderr has the attach summary before the events and the exit
+	// summary after them: step 5 prints them in that order.
+	var head, summary strings.Builder
+	stderrDone := make(chan struct{})
 	go func() {
+		defer close(stderrDone)
 		sc := bufio.NewScanner(stderr)
+		into := &head
 		for sc.Scan() {
 			line := sc.Text()
-			summary.WriteString("    " + line + "\n")
+			if strings.HasPrefix(line, "ngxprobe: detached") {
+				into = &summary
+			}
+			into.WriteString("    " + line + "\n")
 			if strings.HasPrefix(line, "ngxprobe: attached") {
 				attached <- true
 			}
@@ -119,7 +127,7 @@ func main() {
 	select {
 	case ok := <-attached:
 		if !ok {
-			r.die("ngxprobe exited before attaching:\n" + summary.String())
+			r.die("ngxprobe exited before attaching:\n" + head.String())
 		}
 	case <-time.After(20 * time.Second):
 		r.die("ngxprobe did not attach within 20 s")
@@ -127,15 +135,21 @@ func main() {
 
 	step("4. A client asks for /slow and gives up after 1 s (curl -m 1)")
 	client := &http.Client{Timeout: time.Second}
-	_, err = client.Get(fmt.Sprintf("http://127.0.0.1:%d/slow", port))
-	fmt.Println("    client:", err)
+	if resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/slow", port)); err == nil {
+		resp.Body.Close()
+		fmt.Printf("    the client got %s before it gave up: the upstream was not slow enough\n", resp.Status)
+	} else {
+		fmt.Println("    the client gave up after 1 s, before the upstream answered, and closed its connection")
+	}
 	logLine := waitFor(srv.ErrorLog, "client prematurely closed connection", 5*time.Second)
 
 	cmd.Process.Signal(syscall.SIGINT)
+	<-stderrDone // all of stderr read: Wait closes the pipe
 	cmd.Wait()
 	step("5. What ngxprobe printed")
-	fmt.Print(summary.String())
+	fmt.Print(head.String())
 	fmt.Print(indent(out.String()))
+	fmt.Print(summary.String())
 
 	step("6. The error log (info level; silent at the default level)")
 	fmt.Println("   ", logLine)

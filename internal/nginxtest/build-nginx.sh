@@ -79,7 +79,7 @@ enable_deb_src() {
 }
 
 # --- 1. system packages ------------------------------------------------------
-"$here/setup-deps.sh"
+"$here/setup-deps.sh" build
 
 # --- 2. Debian's nginx source, fetched once ----------------------------------
 # get_source DIR: `apt-get source nginx` into DIR. A mirror may list a source
@@ -143,13 +143,16 @@ if [[ ! -f $dir/.complete ]]; then
 	exec 9>"$cache/.nginx-$variant-$hash.lock"
 	flock 9
 	if [[ ! -f $dir/.complete ]]; then
-		echo "build-nginx: building nginx $nginx_version ($deb_version) variant $variant in $dir" >&2
 		start=$(date +%s)
 		rm -rf "$dir"
 		mkdir -p "$dir"
+		# configure and cc go to a log: one progress line here, and the
+		# log's tail only when the build fails.
+		log=$dir/build.log
+		printf 'building test nginx %s (%s) ... ' "$nginx_version" "$variant" >&2
 		cp -a "$pristine" "$builddir"
 		rm -rf "$builddir/objs" "$builddir/Makefile"
-		(
+		if ! (
 			cd "$builddir"
 			conf=(
 				--prefix="$prefix"
@@ -162,15 +165,19 @@ if [[ ! -f $dir/.complete ]]; then
 			./configure "${conf[@]}"
 			make -j2
 			make install
-		) >&2
+		) >"$log" 2>&1; then
+			echo "failed; the end of $log:" >&2
+			tail -n 40 "$log" >&2
+			exit 1
+		fi
 		end=$(date +%s)
+		echo "$((end - start)) s, log: $log" >&2
 		printf '%s\n' "$builddir" >"$prefix/SOURCE_DIR"
 		{
 			echo "key: $key"
 			echo "build_seconds: $((end - start))"
 			echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 		} >"$dir/BUILD_INFO"
-		echo "build-nginx: variant $variant built in $((end - start)) s" >&2
 		touch "$dir/.complete"
 	fi
 	flock -u 9

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# setup-deps.sh [deb|vm]: install every Debian package the ngxprobe tests need.
+# setup-deps.sh [build] [deb] [vm] [lua]: install every Debian package the
+# ngxprobe tests need ("build": only what building the test nginx needs).
 #
 # With "deb" it also installs what build-deb.sh and the packaged-nginx tests
 # need: Debian's package build tools (dpkg-buildpackage, dh, dh_dwz), the
@@ -8,6 +9,12 @@
 # With "vm" it also installs what internal/vmtest needs to boot Debian's
 # kernels in QEMU: the emulator, a static busybox for the initramfs, and the
 # tools fetch-kernels.sh uses on the kernel packages.
+#
+# With "lua" (build-openresty.sh passes "deb lua") it also installs the
+# archive's Build-Depends of Debian's luajit2, libnginx-mod-http-ndk and
+# libnginx-mod-http-lua source packages; the others (nginx-dev, the
+# luajit2 -dev and ndk -dev packages) are the ones build-openresty.sh builds,
+# installed only while it builds.
 #
 # Idempotent and fast: it asks dpkg first and only runs apt-get when a
 # package is missing. Must run as root (or via sudo) when something is missing.
@@ -18,6 +25,10 @@ PKGS=(
 	gcc make dpkg-dev patch xz-utils libpcre2-dev libssl-dev zlib1g-dev
 	# locking in build-nginx.sh
 	util-linux
+)
+# "build" (build-nginx.sh, make demo) stops there: nothing the demo does
+# not need is installed or upgraded.
+[[ " $* " == *" build "* ]] || PKGS+=(
 	# test tooling (dwz: the symbols tests make DWARF supplementary files
 	# with dwz -m, as Debian's dh_dwz does)
 	dwarves gdb curl wrk binutils debuginfod dwz
@@ -27,7 +38,7 @@ PKGS=(
 	libc6-dbg bpftrace
 )
 
-if [[ ${1:-} == deb ]]; then
+if [[ " $* " == *" deb "* ]]; then
 	PKGS+=(
 		# dpkg-buildpackage with the package's own rules; dh_dwz needs dwz
 		dpkg-dev debhelper dwz
@@ -41,7 +52,7 @@ if [[ ${1:-} == deb ]]; then
 	)
 fi
 
-if [[ ${1:-} == vm ]]; then
+if [[ " $* " == *" vm "* ]]; then
 	PKGS+=(
 		# the emulator (TCG, or KVM where it works) with virtio-9p
 		qemu-system-x86
@@ -50,6 +61,15 @@ if [[ ${1:-} == vm ]]; then
 		# fetch-kernels.sh: depmod for the extracted modules (so modprobe
 		# works in the guest), .ko.xz/.ko.zst decompression, the lock
 		kmod xz-utils zstd util-linux
+	)
+fi
+
+if [[ " $* " == *" lua "* ]]; then
+	PKGS+=(
+		# dpkg-buildpackage, dh (debhelper-compat 13), dh_dwz
+		dpkg-dev debhelper dwz
+		# libnginx-mod-http-lua links PCRE1 (-lpcre) for ngx.re
+		libpcre3-dev
 	)
 fi
 
@@ -65,11 +85,21 @@ if ((${#missing[@]} == 0)); then
 	exit 0
 fi
 
-echo "setup-deps: installing: ${missing[*]}" >&2
 SUDO=()
 if [[ $(id -u) -ne 0 ]]; then
 	SUDO=(sudo)
 fi
+# apt's output goes to a log; one line says what is installed, and
+# another what apt upgraded on the way, so that nothing changes unsaid.
+log=${NGXPROBE_CACHE:-/var/cache/ngxprobe}/setup-deps.log
+"${SUDO[@]}" mkdir -p "$(dirname "$log")"
+printf 'installing Debian packages: %s ... ' "${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -q >&2
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+if ! { "${SUDO[@]}" apt-get update -q && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } 2>&1 | "${SUDO[@]}" tee "$log" >/dev/null; then
+	echo "failed; the end of $log:" >&2
+	tail -n 30 "$log" >&2
+	exit 1
+fi
+echo "done (log: $log)" >&2
+upgraded=$(sed -n 's/^Unpacking \([^ ]*\) (\([^)]*\)) over (\([^)]*\)).*/\1 \3 -> \2/p' "$log" | paste -sd, -)
+[[ -z $upgraded ]] || echo "setup-deps: apt also upgraded: $upgraded" >&2

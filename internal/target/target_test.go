@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ngxprobe/ngxprobe/internal/testenv"
@@ -109,5 +110,15 @@ func TestFromPIDByContent(t *testing.T) {
 	got, err := FromPID(root, 30)
 	if err != nil || got.Master || got.Display != exe {
 		t.Errorf("FromPID = %+v, %v; want a single nginx process running %s", got, err, exe)
+	}
+}
+
+// A process whose executable cannot be read says why, not "()".
+func TestFromPIDUnreadableExe(t *testing.T) {
+	root := fakeProc(t, map[int][2]string{40: {"/sbin/init", "0"}})
+	os.Remove(filepath.Join(root, "40", "exe"))
+	_, err := FromPID(root, 40)
+	if err == nil || strings.Contains(err.Error(), "()") || !strings.Contains(err.Error(), "exe") || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("FromPID with no readable exe: %v; want the reason", err)
 	}
 }

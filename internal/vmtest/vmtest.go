@@ -257,6 +257,9 @@ type RunOptions struct {
 	// (the rest of the host's files are read-only, and what the guest
 	// writes there stays in the guest's memory).
 	Shares []string
+	// KernelArgs are added to the kernel's command line, e.g.
+	// "lockdown=confidentiality".
+	KernelArgs []string
 }
 
 // Result is how a guest run ended.
@@ -358,7 +361,7 @@ func Run(t testing.TB, k Kernel, opts RunOptions) Result {
 		"-m", GuestMemory, "-smp", strconv.Itoa(GuestCPUs),
 		"-serial", "stdio",
 		"-kernel", k.Image, "-initrd", k.Initrd,
-		"-append", "console=ttyS0 panic=-1 8250.nr_uarts=1 random.trust_cpu=on",
+		"-append", strings.Join(append([]string{"console=ttyS0 panic=-1 8250.nr_uarts=1 random.trust_cpu=on"}, opts.KernelArgs...), " "),
 		"-device", "virtio-rng-pci",
 	}
 	for i, s := range shares {
