@@ -191,9 +191,6 @@ func testStreamReset(t *testing.T, env []string, debuginfodURL string) {
 		}
 	}
 	p := startProbeEnv(t, env, "run", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json", "-e", streamScript)
-	if !strings.Contains(p.stderr.String(), "ngx_stream_finalize_session in ngx_stream_module.so") {
-		t.Errorf("the attach summary does not name the module: %s", p)
-	}
 	if err := streamClient(addr); err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +215,10 @@ func testStreamReset(t *testing.T, env []string, debuginfodURL string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	stopProbeOK(t, p)
+	// Read once ngxprobe has exited: the summary's lines follow "attached".
+	if !strings.Contains(p.stderr.String(), "ngx_stream_finalize_session in ngx_stream_module.so") {
+		t.Errorf("the attach summary does not name the module: %s", p)
+	}
 	if ev.Stack == nil {
 		t.Fatalf("no ngx_stream_finalize_session event with a stack for *%d (the error log's): %s", conn, p)
 	}

@@ -42,14 +42,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	flags, probeSpecs, withStacks := &rf.traceFlags, rf.probes, &rf.stacks
 	switch {
-	case src != nil && len(probeSpecs) > 0:
+	case src != nil && len(rf.probes) > 0:
 		return fmt.Errorf("%w: give a script or --probe, not both", errUsage)
-	case src != nil && *withStacks:
+	case src != nil && rf.stacks:
 		return fmt.Errorf("%w: --stack adds close stacks to the default set or --probe; in a script, write stack in the probes that need one", errUsage)
 	}
-	if err := flags.check(); err != nil {
+	if err := rf.check(); err != nil {
 		return err
 	}
 	// Parse before anything else: a typo is reported the same with or
@@ -58,9 +57,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// that text is parsed again once the binary is open.
 	var parsed *script.Script
 	name, text := probeset.DefaultName, probeset.Default
-	if len(probeSpecs) > 0 {
+	if len(rf.probes) > 0 {
 		name = "--probe"
-		if text, err = flagsScript(probeSpecs); err != nil {
+		if text, err = flagsScript(rf.probes); err != nil {
 			return err
 		}
 	}
@@ -72,12 +71,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	t, img, start, err := flags.open(ctx, true)
+	t, img, start, err := rf.open(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	if *withStacks {
+	if rf.stacks {
 		if parsed, err = script.ParseText(name, text+probeset.CloseStacks(img.HasFunction), nil); err != nil {
 			return err
 		}
@@ -86,7 +85,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	tr, err := attach(t, program.Probes, flags, stdout, stderr)
+	tr, err := attach(t, program.Probes, &rf.traceFlags, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -95,7 +94,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if anyStack(program.Probes) {
 		tr.prepareStacks()
 	}
-	err = tr.run(ctx, flags.duration, func(ev probes.Event, st *output.Stack) error {
+	err = tr.run(ctx, rf.duration, func(ev probes.Event, st *output.Stack) error {
 		if w := program.Watch(ev.Probe); w != nil {
 			return tr.out.Flip(flipOutput(tr.wall(ev.TimeNS), ev, w.Decode(ev), st))
 		}

@@ -42,7 +42,6 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	wf := watchFlags{traceFlags: traceFlags{targetFlags: targetFlags{stderr: stderr}}}
 	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
 	wf.register(fs)
-	flags := &wf.traceFlags
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -54,18 +53,18 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !ok {
 		return fmt.Errorf("%w: --mode %q: want exact, diff or both", errUsage, wf.mode)
 	}
-	if err := flags.check(); err != nil {
+	if err := wf.check(); err != nil {
 		return err
 	}
 	how, ok := parseWatchAttach(wf.attach)
 	if !ok {
 		return fmt.Errorf("%w: --attach %q: want auto, multi, cookie or per-site", errUsage, wf.attach)
 	}
-	flags.watchAttach = how
+	wf.watchAttach = how
 	if _, err := flips.ParseExpr(pos[0]); err != nil {
 		return err
 	}
-	t, img, start, err := flags.open(ctx, !wf.explain)
+	t, img, start, err := wf.open(ctx, !wf.explain)
 	if err != nil {
 		return err
 	}
@@ -85,7 +84,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if wf.explain {
 		return explainWatch(stdout, prog, time.Since(start))
 	}
-	tr, err := attach(t, prog.Probes, flags, stdout, stderr)
+	tr, err := attach(t, prog.Probes, &wf.traceFlags, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -98,7 +97,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !wf.noStack {
 		tr.prepareStacks()
 	}
-	err = tr.run(ctx, flags.duration, func(ev probes.Event, st *output.Stack) error {
+	err = tr.run(ctx, wf.duration, func(ev probes.Event, st *output.Stack) error {
 		return tr.out.Flip(flipOutput(tr.wall(ev.TimeNS), ev, prog.Decode(ev), st))
 	})
 	if err != nil {

@@ -351,6 +351,7 @@ var debArch = sync.OnceValue(func() string {
 func InstallDebs(t testing.TB, b DebBuild, names ...string) {
 	t.Helper()
 	RequireRoot(t)
+	usePackages(t)
 	sel, err := b.selection(names)
 	if err != nil {
 		t.Fatalf("nginxtest: InstallDebs: %v", err)
@@ -389,6 +390,7 @@ func InstallDebs(t testing.TB, b DebBuild, names ...string) {
 func RemoveDebs(t testing.TB, names ...string) {
 	t.Helper()
 	RequireRoot(t)
+	usePackages(t)
 	unlock := lockPackages(t)
 	defer unlock()
 	var gone []string
@@ -539,6 +541,52 @@ func removeNew(t testing.TB, before map[string]bool, paths []string) {
 			t.Logf("nginxtest: cleanup: %v", err)
 		}
 	}
+}
+
+// usePackages holds the system's nginx packages for t, and for every test
+// that uses them in this process, until the last of them ends: another
+// test binary (go test runs packages side by side) that installs or
+// removes them waits, rather than purging a package a running test uses.
+// The first user in the process takes an exclusive flock; the others
+// count.
+func usePackages(t testing.TB) {
+	t.Helper()
+	inUse.Lock()
+	defer inUse.Unlock()
+	if inUse.users == 0 {
+		dir := os.Getenv("NGXPROBE_CACHE")
+		if dir == "" {
+			dir = "/var/cache/ngxprobe"
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(filepath.Join(dir, ".packages-in-use.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			t.Fatal(err)
+		}
+		inUse.file = f
+	}
+	inUse.users++
+	// Registered before the caller's own cleanups: it runs after them.
+	t.Cleanup(func() {
+		inUse.Lock()
+		defer inUse.Unlock()
+		if inUse.users--; inUse.users == 0 {
+			_ = syscall.Flock(int(inUse.file.Fd()), syscall.LOCK_UN)
+			inUse.file.Close()
+		}
+	})
+}
+
+var inUse struct {
+	sync.Mutex
+	users int
+	file  *os.File
 }
 
 // packagesMu and the flock in lockPackages serialize package changes in this
