@@ -73,6 +73,9 @@ func testMain(m *testing.M) int {
 	}
 	build := exec.CommandContext(ctx, "go", "build", "-o", ngxprobeBin, "./cmd/ngxprobe")
 	build.Dir = root
+	// The product is a static binary (the Makefile exports CGO_ENABLED=0):
+	// test that one, whichever way go test was started.
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: building ngxprobe failed: %v\n%s", err, out)
 		return 1

@@ -189,6 +189,7 @@ func (s *Session) attach(ex *link.Executable, p planned, m mapFDs) error {
 		l, err = ex.Uprobe(fn.Symbol, prog, uopts)
 	}
 	if err != nil {
+		err = uprobeRefused(err)
 		return fmt.Errorf("attach %s to %s+%#x at file offset %#x: %w", probeKind(p.isReturn), fn.Symbol, p.at, fn.Offset+p.at, err)
 	}
 	s.links = append(s.links, l)

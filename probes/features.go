@@ -69,7 +69,7 @@ func CheckSupport() error {
 			if !has(capPerfmon) {
 				missing = append(missing, "CAP_PERFMON")
 			}
-			return fmt.Errorf("%w: attaching uprobes needs %s (or root / CAP_SYS_ADMIN); run with sudo, or grant them with setcap cap_bpf,cap_perfmon+ep", ErrPermission, strings.Join(missing, " and "))
+			return fmt.Errorf("%w: loading BPF programs needs %s, and opening uprobes CAP_SYS_ADMIN (the kernel's uprobe PMU asks for it); tracing another user's nginx needs CAP_SYS_PTRACE too. Run with sudo, or grant cap_sys_admin,cap_sys_ptrace", ErrPermission, strings.Join(missing, " and "))
 		}
 	}
 	checks := []struct {
@@ -91,6 +91,20 @@ func CheckSupport() error {
 		}
 	}
 	return nil
+}
+
+// uprobeRefused explains a uprobe the kernel refused for lack of
+// privilege: perf's uprobe PMU wants CAP_SYS_ADMIN (seen on 6.18, with
+// kernel.perf_event_paranoid at -1 too), where loading programs is content
+// with CAP_BPF and CAP_PERFMON.
+func uprobeRefused(err error) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	if eff, cerr := effectiveCaps(); cerr == nil && eff&(1<<capSysAdmin) == 0 {
+		return fmt.Errorf("%w: opening a uprobe needs CAP_SYS_ADMIN here: the kernel's uprobe PMU refuses CAP_BPF and CAP_PERFMON alone: %w", ErrPermission, err)
+	}
+	return err
 }
 
 // checkFailed explains the failed check of what, which ngxprobe needs

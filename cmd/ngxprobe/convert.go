@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/ngxprobe/ngxprobe/internal/output"
@@ -12,10 +15,25 @@ import (
 
 // This file turns what the probes decoded into the output model: the
 // names, groups and displays come from the script's EventFormat.
+//
+// Redaction (--redact) happens here, and not in a printer: this is the
+// one place where every printer's input is made (text, JSON, and the
+// OTLP exporter to come), and the only one where a printf line can still
+// be formatted from masked values; a printer sees the line formatted,
+// with a --redact-field value already in it. The rules themselves are
+// output.Redactor's.
 
-// eventOutput is one event, with its values named and shown as the
-// script says; format is nil for a probe the script does not describe.
-func eventOutput(at time.Time, ev probes.Event, format *script.EventFormat, st *output.Stack) output.Event {
+// converter makes the output model, masking secrets first when redact
+// is set.
+type converter struct {
+	redact *output.Redactor
+}
+
+// event is one event, with its values named and shown as the script
+// says; format is nil for a probe the script does not describe. Its
+// printf lines are formatted from the masked values, their strings
+// escaped: a newline read from nginx must not start an output line.
+func (cv converter) event(at time.Time, ev probes.Event, format *script.EventFormat, st *output.Stack) output.Event {
 	out := output.Event{
 		Time:     at,
 		PID:      ev.PID,
@@ -26,28 +44,71 @@ func eventOutput(at time.Time, ev probes.Event, format *script.EventFormat, st *
 		Values:   make([]output.Value, len(ev.Values)),
 		Stack:    st,
 	}
+	shown := make([]probes.Value, len(ev.Values))
 	for i, v := range ev.Values {
 		vf := script.ValueFormat{Name: v.Expr}
 		if format != nil && i < len(format.Values) {
 			vf = format.Values[i]
 		}
-		ov := output.Value{Name: vf.Name, Expr: v.Expr, Group: vf.Group, Hidden: vf.Hidden, Readable: v.Readable, Why: v.Why, Text: v.Text, Data: data(v.JSON)}
-		switch vf.Display {
-		case script.Role:
+		red, masked := cv.value(vf.Name, v)
+		ov := output.Value{Name: vf.Name, Expr: v.Expr, Group: vf.Group, Hidden: vf.Hidden, Readable: v.Readable, Why: v.Why, Text: red.Text, Data: data(red.JSON)}
+		switch {
+		case masked && red.JSON == output.Mask:
+			// Shown as the mask, not as a role or a *N.
+		case vf.Display == script.Role:
 			ov.Display = output.Role
 			ov.Text = role(v)
 			ov.Data = ov.Text
-		case script.Connection:
+		case vf.Display == script.Connection:
 			ov.Display = output.Connection
 		}
 		out.Values[i] = ov
+		shown[i] = red
+		if s, ok := red.JSON.(string); ok {
+			shown[i].JSON = output.Escape(s)
+		}
+		shown[i].Text = output.Escape(red.Text)
 	}
 	if format != nil {
 		for i := range format.Messages {
-			out.Messages = append(out.Messages, format.Messages[i].Render(ev.Values))
+			out.Messages = append(out.Messages, cv.redact.Text(format.Messages[i].Render(shown)))
 		}
 	}
 	return out
+}
+
+// value is v as printed: a string with its secrets masked, or the whole
+// value masked when its name or expression matches --redact-field.
+// masked says whether it changed.
+func (cv converter) value(name string, v probes.Value) (probes.Value, bool) {
+	if cv.redact == nil || !v.Readable {
+		return v, false
+	}
+	if s, ok := v.JSON.(string); ok {
+		m := cv.redact.String(name, v.Expr, s)
+		if m == s {
+			return v, false
+		}
+		v.JSON, v.Text, v.Raw = m, maskedText(v.Text, s, m), nil
+		return v, true
+	}
+	if !cv.redact.Field(name, v.Expr) {
+		return v, false
+	}
+	v.JSON, v.Text, v.Raw = output.Mask, output.Mask, nil
+	return v, true
+}
+
+// maskedText is the text of a string masked to m: quoted, and marked
+// truncated, as the string's text was.
+func maskedText(text, s, m string) string {
+	switch q := strconv.Quote(s); text {
+	case q:
+		return strconv.Quote(m)
+	case q + "...":
+		return strconv.Quote(m) + "..."
+	}
+	return m
 }
 
 // data is a decoded value in the output model.
@@ -67,8 +128,12 @@ func role(listening probes.Value) string {
 	return "upstream"
 }
 
-// flipOutput is a decoded flip of a watched field.
-func flipOutput(at time.Time, ev probes.Event, f flips.Flip, st *output.Stack) output.Flip {
+// flip is a decoded flip of a watched field. Its client address is
+// masked when --redact-field matches "client" or "c->addr_text".
+func (cv converter) flip(at time.Time, ev probes.Event, f flips.Flip, st *output.Stack) output.Flip {
+	if f.Client != "" && cv.redact.Field("client", "c->addr_text") {
+		f.Client = output.Mask
+	}
 	return output.Flip{
 		Time: at, PID: ev.PID, TID: ev.TID,
 		Mode: f.Mode, Field: f.Field, Old: f.Old, New: f.New,
@@ -79,25 +144,102 @@ func flipOutput(at time.Time, ev probes.Event, f flips.Flip, st *output.Stack) o
 	}
 }
 
-// aggregatesOutput is the script's aggregations with the rows read from
-// the kernel; a key that is the builtin probe is shown by the probe's name.
-func aggregatesOutput(aggs []*script.Aggregation, rows map[*probes.Aggregation][]probes.AggregateRow) []output.Aggregate {
+// aggregates is the script's aggregations with the rows read from the
+// kernel; a key that is the builtin probe is shown by the probe's name,
+// and the other keys are masked as values are, named by their text.
+func (cv converter) aggregates(aggs []*script.Aggregation, rows map[*probes.Aggregation][]probes.AggregateRow) []output.Aggregate {
 	var out []output.Aggregate
 	for _, a := range aggs {
 		oa := output.Aggregate{Name: a.Name, Func: a.Func, KeyNames: a.KeyNames}
 		for _, r := range rows[a.Aggregation] {
 			row := output.AggregateRow{Count: int64(r.Count), Sum: r.Sum, Min: r.Min, Max: r.Max}
 			for i, k := range r.Keys {
-				key := output.Key{Readable: k.Readable, Data: data(k.JSON), Text: k.Text}
 				if n, ok := k.JSON.(int64); ok && k.Readable && i < len(a.ProbeKey) && a.ProbeKey[i] {
-					key.Text = a.ProbeName(n)
-					key.Data = key.Text
+					row.Keys = append(row.Keys, output.Key{Readable: true, Data: a.ProbeName(n), Text: a.ProbeName(n)})
+					continue
 				}
-				row.Keys = append(row.Keys, key)
+				name := k.Expr
+				if i < len(a.KeyNames) {
+					name = a.KeyNames[i]
+				}
+				k, _ = cv.value(name, k)
+				row.Keys = append(row.Keys, output.Key{Readable: k.Readable, Data: data(k.JSON), Text: k.Text})
 			}
 			oa.Rows = append(oa.Rows, row)
 		}
 		out = append(out, oa)
 	}
 	return out
+}
+
+// redactFlags are --redact, --no-redact and --redact-field. When neither
+// of the first two is given, redaction is byDefault: off for run and
+// watch; the modes that will trace other tenants' traffic as a matter of
+// course (--all-nginx, OTLP export) are to set it, and --no-redact then
+// turns it off. --redact-field implies --redact.
+type redactFlags struct {
+	given, on bool
+	byDefault bool
+	fields    []*regexp.Regexp
+}
+
+// enabled says whether the flags ask for redaction.
+func (r *redactFlags) enabled() bool {
+	if r.given {
+		return r.on
+	}
+	return r.byDefault || len(r.fields) > 0
+}
+
+// converter is the converter the trace flags ask for.
+func (c *traceFlags) converter() converter {
+	if !c.redact.enabled() {
+		return converter{}
+	}
+	return converter{redact: output.NewRedactor(c.redact.fields)}
+}
+
+// redactSwitch is --redact (on) or --no-redact (!on), a boolean flag.
+type redactSwitch struct {
+	f  *redactFlags
+	on bool
+}
+
+func (s redactSwitch) IsBoolFlag() bool { return true }
+
+func (s redactSwitch) String() string {
+	return strconv.FormatBool(s.f != nil && s.on && s.f.byDefault)
+}
+
+func (s redactSwitch) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return err
+	}
+	on := b == s.on
+	switch {
+	case s.f.given && s.f.on != on:
+		return errors.New("give --redact or --no-redact, not both")
+	case !on && len(s.f.fields) > 0:
+		return errors.New("--redact-field masks values, and --no-redact asks for none")
+	}
+	s.f.given, s.f.on = true, on
+	return nil
+}
+
+// redactField is --redact-field REGEXP, repeatable.
+type redactField struct{ f *redactFlags }
+
+func (r redactField) String() string { return "" }
+
+func (r redactField) Set(v string) error {
+	re, err := regexp.Compile(v)
+	if err != nil {
+		return err
+	}
+	if r.f.given && !r.f.on {
+		return errors.New("--redact-field masks values, and --no-redact asks for none")
+	}
+	r.f.fields = append(r.f.fields, re)
+	return nil
 }

@@ -89,6 +89,8 @@ type traceFlags struct {
 	duration    time.Duration
 	ringBytes   int
 	stackBytes  int
+	// redact masks secrets before anything is printed (converter).
+	redact redactFlags
 }
 
 func (c *traceFlags) register(fs *flag.FlagSet) {
@@ -97,6 +99,9 @@ func (c *traceFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.duration, "duration", 0, "detach after this long (default: until Ctrl-C)")
 	fs.IntVar(&c.ringBytes, "ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
 	fs.IntVar(&c.stackBytes, "stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per hit (a multiple of 512)")
+	fs.Var(redactSwitch{&c.redact, true}, "redact", "mask secrets before printing: query-string values, Cookie, Set-Cookie and Authorization headers, and --redact-field values")
+	fs.Var(redactSwitch{&c.redact, false}, "no-redact", "print values unmasked, where redaction is the default (not in run and watch)")
+	fs.Var(redactField{&c.redact}, "redact-field", "also mask every value whose name or expression matches `REGEXP` (repeatable; implies --redact)")
 }
 
 // check validates the flags that need no binary.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ngxprobe/ngxprobe/internal/output"
 	"github.com/ngxprobe/ngxprobe/script"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
@@ -56,7 +57,7 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, fn := range fns {
 			if !seen[fn.Name] && (fn.Binary().HasDWARF() || fn.Exported) {
 				seen[fn.Name] = true
-				fmt.Fprintln(stdout, fn.Name)
+				fmt.Fprintln(stdout, output.Escape(fn.Name))
 			}
 		}
 		return nil
@@ -66,7 +67,7 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "# %s is not nginx: it defines no ngx_cycle; its functions are listed, but probe sets and watch expect nginx\n", moduleDisplay(main))
 	}
 	for _, b := range img.Modules() {
-		fmt.Fprintf(stdout, "# %s (%s): debug info %s\n", moduleDisplay(b), b.Kind, debugSource(b, true))
+		fmt.Fprintf(stdout, "# %s (%s): debug info %s\n", output.Escape(moduleDisplay(b)), b.Kind, output.Escape(debugSource(b, true)))
 		if !b.HasDWARF() && b.Kind != symbols.Other {
 			fmt.Fprintf(stdout, "#   %v: %s\n", symbols.ErrNoDebugInfo, symbols.NoDebugInfoHint)
 		}
@@ -76,7 +77,7 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if !b.HasDWARF() && !fn.Exported {
 			continue
 		}
-		fmt.Fprintf(stdout, "%s\t%s\t%#x\t", fn.Name, fn.Symbol, fn.Address)
+		fmt.Fprintf(stdout, "%s\t%s\t%#x\t", output.Escape(fn.Name), output.Escape(fn.Symbol), fn.Address)
 		params, err := b.Params(fn)
 		switch {
 		case err != nil:
@@ -92,7 +93,7 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			fmt.Fprintf(stdout, "(%s)", strings.Join(ps, ", "))
 		}
-		fmt.Fprintf(stdout, "\t%s\n", symbols.ModuleName(b))
+		fmt.Fprintf(stdout, "\t%s\n", output.Escape(symbols.ModuleName(b)))
 	}
 	return nil
 }

@@ -94,17 +94,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if anyStack(program.Probes) {
 		tr.prepareStacks()
 	}
+	conv := rf.converter()
 	err = tr.run(ctx, rf.duration, func(ev probes.Event, st *output.Stack) error {
 		if w := program.Watch(ev.Probe); w != nil {
-			return tr.out.Flip(flipOutput(tr.wall(ev.TimeNS), ev, w.Decode(ev), st))
+			return tr.out.Flip(conv.flip(tr.wall(ev.TimeNS), ev, w.Decode(ev), st))
 		}
-		return tr.out.Event(eventOutput(tr.wall(ev.TimeNS), ev, program.Format(ev.Probe), st))
+		return tr.out.Event(conv.event(tr.wall(ev.TimeNS), ev, program.Format(ev.Probe), st))
 	})
 	if err != nil {
 		return err
 	}
 	if len(program.Aggregations) > 0 {
-		if err := tr.out.Aggregates(aggregatesOutput(program.Aggregations, tr.sess.Aggregates())); err != nil {
+		if err := tr.out.Aggregates(conv.aggregates(program.Aggregations, tr.sess.Aggregates())); err != nil {
 			return err
 		}
 		if err := tr.buffered.Flush(); err != nil {
@@ -147,25 +148,25 @@ func printAttachSummary(w io.Writer, t *target.Target, img *symbols.Image, ps []
 		who = fmt.Sprintf("pid %d", t.PID)
 	}
 	fmt.Fprintf(w, "ngxprobe: attached %d probes to %s (debug info: %s), tracing %s, in %d ms\n",
-		len(ps), t.Display, orNone(img.Main().DebugSource), who, took.Milliseconds())
+		len(ps), output.Escape(t.Display), output.Escape(orNone(img.Main().DebugSource)), who, took.Milliseconds())
 	for _, p := range ps {
 		kind := "uprobe"
 		if p.Return {
 			kind = "uretprobe"
 		}
-		where := p.Function.Symbol
+		where := output.Escape(p.Function.Symbol)
 		if p.At != 0 {
 			where = fmt.Sprintf("%s+%#x", where, p.At)
 		}
 		if b := p.Function.Binary(); b != nil && b != img.Main() {
-			where += " in " + symbols.ModuleName(b)
+			where += " in " + output.Escape(symbols.ModuleName(b))
 		}
-		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, p.Name, where, p.Function.Address+p.At, p.Function.Offset+p.At, len(p.Values))
+		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, output.Escape(p.Name), where, p.Function.Address+p.At, p.Function.Offset+p.At, len(p.Values))
 	}
 	if len(t.Modules) > 0 {
 		fmt.Fprintf(w, "  debug info:\n")
 		for _, line := range debugSources(img, false) {
-			fmt.Fprintf(w, "    %s\n", line)
+			fmt.Fprintf(w, "    %s\n", output.Escape(line))
 		}
 	}
 }

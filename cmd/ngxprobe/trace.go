@@ -73,6 +73,10 @@ func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, std
 	if err != nil {
 		return nil, err
 	}
+	// Attached: the rest of the trace needs far fewer privileges.
+	if err := dropCapabilities(); err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: note: capabilities not dropped after attach: %v\n", err)
+	}
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	unwinder := stacks.NewUnwinder("")
@@ -150,7 +154,7 @@ func (tr *tracer) watchModules(ctx context.Context) {
 			for _, m := range mods {
 				if !known[m.MappedPath] {
 					known[m.MappedPath] = true
-					fmt.Fprintf(tr.stderr, "ngxprobe: note: nginx %d mapped %s after attach (a reload with a new load_module?); its functions are not probed: run ngxprobe again to probe them\n", tr.target.PID, m.MappedPath)
+					fmt.Fprintf(tr.stderr, "ngxprobe: note: nginx %d mapped %s after attach (a reload with a new load_module?); its functions are not probed: run ngxprobe again to probe them\n", tr.target.PID, output.Escape(m.MappedPath))
 				}
 			}
 		}

@@ -92,13 +92,14 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stderr, "ngxprobe: attached watch %s (%s.%s, byte %d bit %d) to %s in %d ms: %d write sites probed of %d found (%s), %d diff points\n",
 		prog.Expr.Text, prog.Field.Type, prog.Field.Member, prog.Field.Offset, prog.Field.BitOffset, t.Display, time.Since(start).Milliseconds(), probedSites(prog), len(prog.Sites), tr.sess.WatchAttach, len(prog.Points))
 	for _, n := range prog.Notes {
-		fmt.Fprintf(stderr, "  note: %s\n", n)
+		fmt.Fprintf(stderr, "  note: %s\n", output.Escape(n))
 	}
 	if !wf.noStack {
 		tr.prepareStacks()
 	}
+	conv := wf.converter()
 	err = tr.run(ctx, wf.duration, func(ev probes.Event, st *output.Stack) error {
-		return tr.out.Flip(flipOutput(tr.wall(ev.TimeNS), ev, prog.Decode(ev), st))
+		return tr.out.Flip(conv.flip(tr.wall(ev.TimeNS), ev, prog.Decode(ev), st))
 	})
 	if err != nil {
 		return err
@@ -160,7 +161,7 @@ func printHotSites(w io.Writer, prog *flips.Program, hits []uint64) {
 	sort.Slice(hs, func(i, j int) bool { return hs[i].n > hs[j].n })
 	fmt.Fprintf(w, "ngxprobe: %d write-site hits; the busiest sites:\n", total)
 	for _, h := range hs[:min(len(hs), 8)] {
-		fmt.Fprintf(w, "  %8d  %s\n", h.n, h.site)
+		fmt.Fprintf(w, "  %8d  %s\n", h.n, output.Escape(h.site.String()))
 	}
 }
 
@@ -175,13 +176,13 @@ func explainWatch(w io.Writer, prog *flips.Program, took time.Duration) error {
 		case !s.Effect.Valid:
 			how = fmt.Sprintf("probed before and after (effect not modelled: %s)", s.Reason)
 		}
-		fmt.Fprintf(w, "  %s\n      %s\n", s, how)
+		fmt.Fprintf(w, "  %s\n      %s\n", output.Escape(s.String()), output.Escape(how))
 	}
 	if len(prog.Points) > 0 {
 		fmt.Fprintf(w, "diff points: %s\n", strings.Join(prog.Points, ", "))
 	}
 	for _, n := range prog.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
+		fmt.Fprintf(w, "note: %s\n", output.Escape(n))
 	}
 	return nil
 }

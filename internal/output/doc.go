@@ -9,4 +9,9 @@
 //
 // The JSON keys are stable and documented in the README; they are set
 // here, by the structs in json.go, and nowhere else.
+//
+// What a printer writes comes largely from the traced process and its
+// binary, so both printers escape every string for the terminal
+// (escape.go). [Redactor] masks secrets (--redact); the tracer applies it
+// while it fills the model, before any printer sees it.
 package output

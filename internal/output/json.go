@@ -7,7 +7,10 @@ import (
 )
 
 // JSON prints one JSON object per line. The structs below are the only
-// place the keys are set; the README documents them as stable.
+// place the keys are set; the README documents them as stable. Strings
+// are escaped for a terminal: encoding/json escapes the C0 controls
+// (ESC as \u001b), U+2028 and U+2029, and jsonSafe DEL, the C1 controls
+// and the other runes that are not printable.
 type JSON struct {
 	W io.Writer
 }
@@ -113,7 +116,7 @@ func (p *JSON) line(v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = p.W.Write(append(b, '\n'))
+	_, err = p.W.Write(append(jsonSafe(b), '\n'))
 	return err
 }
 

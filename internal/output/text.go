@@ -7,7 +7,9 @@ import (
 )
 
 // Text prints events as blocks: a header line, then one line per group
-// of values, printf lines and the stack, as the incident notes do.
+// of values, printf lines and the stack, as the incident notes do. Every
+// string it writes is escaped (see Escape): values, messages, names from
+// the binary and paths alike.
 type Text struct {
 	W io.Writer
 }
@@ -19,12 +21,12 @@ const timeLayout = "15:04:05.000000"
 // rather than as a row of question marks.
 func (p *Text) Event(ev Event) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s pid %d", ev.Time.Format(timeLayout), ev.Probe, ev.PID)
+	fmt.Fprintf(&b, "%s %s pid %d", ev.Time.Format(timeLayout), Escape(ev.Probe), ev.PID)
 	if ev.TID != ev.PID {
 		fmt.Fprintf(&b, " tid %d", ev.TID)
 	}
 	if ev.Clone {
-		fmt.Fprintf(&b, " (%s)", ev.Function)
+		fmt.Fprintf(&b, " (%s)", Escape(ev.Function))
 	}
 	b.WriteByte('\n')
 	var groups []string
@@ -38,7 +40,7 @@ func (p *Text) Event(ev Event) error {
 		if _, ok := lines[g]; !ok {
 			groups = append(groups, g)
 		}
-		lines[g] = append(lines[g], v.Name+"="+displayText(v))
+		lines[g] = append(lines[g], Escape(v.Name)+"="+Escape(displayText(v)))
 		readable[g] = readable[g] || v.Readable
 	}
 	// Sub-groups ("client read") print under their parent's line when
@@ -55,7 +57,7 @@ func (p *Text) Event(ev Event) error {
 	}
 	for _, m := range ev.Messages {
 		for _, line := range strings.Split(strings.TrimSuffix(m, "\n"), "\n") {
-			fmt.Fprintf(&b, "  %s\n", line)
+			fmt.Fprintf(&b, "  %s\n", escapeMessage(line))
 		}
 	}
 	writeStack(&b, ev.Stack)
@@ -77,31 +79,31 @@ func label(g string) string {
 	if g == "" {
 		return "values:"
 	}
-	return g + ":"
+	return Escape(g) + ":"
 }
 
 // Flip writes the flip, where it happened, and its stack.
 func (p *Text) Flip(f Flip) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s pid %d flip %s %d -> %d  conn *%d %s", f.Time.Format(timeLayout), f.PID, f.Field, f.Old, f.New, f.Conn, f.Role)
+	fmt.Fprintf(&b, "%s pid %d flip %s %d -> %d  conn *%d %s", f.Time.Format(timeLayout), f.PID, Escape(f.Field), f.Old, f.New, f.Conn, Escape(f.Role))
 	switch {
 	case f.Role == "upstream" && f.LoggedAs != f.Conn:
 		fmt.Fprintf(&b, " (of *%d", f.LoggedAs)
 		if f.Client != "" {
-			fmt.Fprintf(&b, ", client %s", f.Client)
+			fmt.Fprintf(&b, ", client %s", Escape(f.Client))
 		}
 		b.WriteString(")")
 	case f.Client != "":
-		fmt.Fprintf(&b, " (client %s)", f.Client)
+		fmt.Fprintf(&b, " (client %s)", Escape(f.Client))
 	}
-	fmt.Fprintf(&b, " [%s]\n", f.Mode)
+	fmt.Fprintf(&b, " [%s]\n", Escape(f.Mode))
 	switch {
 	case f.Mode == "exact":
-		fmt.Fprintf(&b, "  at %s:%d in %s (%s)\n", f.File, f.Line, f.Function, f.Site)
+		fmt.Fprintf(&b, "  at %s:%d in %s (%s)\n", Escape(f.File), f.Line, Escape(f.Function), Escape(f.Site))
 	case f.Function != "":
-		fmt.Fprintf(&b, "  inside %s (seen at %s, then at %s)\n", f.Function, f.From, f.To)
+		fmt.Fprintf(&b, "  inside %s (seen at %s, then at %s)\n", Escape(f.Function), Escape(f.From), Escape(f.To))
 	default:
-		fmt.Fprintf(&b, "  between %s and %s\n", f.From, f.To)
+		fmt.Fprintf(&b, "  between %s and %s\n", Escape(f.From), Escape(f.To))
 	}
 	writeStack(&b, f.Stack)
 	_, err := io.WriteString(p.W, b.String())
@@ -116,7 +118,7 @@ func writeStack(b *strings.Builder, st *Stack) {
 	}
 	b.WriteString("  stack:\n")
 	for _, f := range st.Frames {
-		name := f.Symbol
+		name := Escape(f.Symbol)
 		switch {
 		case name == "":
 			name = "??"
@@ -125,17 +127,17 @@ func writeStack(b *strings.Builder, st *Stack) {
 		default:
 			name = fmt.Sprintf("%s+%#x", name, f.Offset)
 		}
-		where := f.Module
+		where := Escape(f.Module)
 		if f.File != "" {
-			where = fmt.Sprintf("%s:%d", f.File, f.Line)
+			where = fmt.Sprintf("%s:%d", Escape(f.File), f.Line)
 		}
 		fmt.Fprintf(b, "    %8x: %s (%s)\n", f.Address, name, where)
 	}
 	if st.Truncated {
-		fmt.Fprintf(b, "    ... truncated: %s\n", st.Reason)
+		fmt.Fprintf(b, "    ... truncated: %s\n", Escape(st.Reason))
 	}
 	for _, n := range st.Notes {
-		fmt.Fprintf(b, "    note: %s\n", n)
+		fmt.Fprintf(b, "    note: %s\n", Escape(n))
 	}
 }
 
@@ -144,9 +146,9 @@ func (p *Text) Aggregates(aggs []Aggregate) error {
 	var b strings.Builder
 	for _, a := range aggs {
 		rows, keys := mergedRows(a)
-		fmt.Fprintf(&b, "\n@%s (%s)", a.Name, a.Func)
+		fmt.Fprintf(&b, "\n@%s (%s)", Escape(a.Name), Escape(a.Func))
 		if len(a.KeyNames) > 0 {
-			fmt.Fprintf(&b, " by %s", strings.Join(a.KeyNames, ", "))
+			fmt.Fprintf(&b, " by %s", Escape(strings.Join(a.KeyNames, ", ")))
 		}
 		b.WriteString(":\n")
 		if len(rows) == 0 {
@@ -155,9 +157,9 @@ func (p *Text) Aggregates(aggs []Aggregate) error {
 		for i, r := range rows {
 			key := ""
 			if len(a.KeyNames) > 0 {
-				key = "[" + keys[i] + "]"
+				key = "[" + Escape(keys[i]) + "]"
 			}
-			fmt.Fprintf(&b, "  @%s%s: %d\n", a.Name, key, r.Value(a.Func))
+			fmt.Fprintf(&b, "  @%s%s: %d\n", Escape(a.Name), key, r.Value(a.Func))
 		}
 	}
 	_, err := io.WriteString(p.W, b.String())
@@ -170,7 +172,7 @@ func (p *Text) Summary(s Summary) error {
 	hits, events, lost := s.Totals()
 	fmt.Fprintf(&b, "ngxprobe: detached; %d hits, %d events, %d lost\n", hits, events, lost)
 	for _, c := range s.Probes {
-		fmt.Fprintf(&b, "  %-42s %-44s hits %d, events %d, lost %d\n", c.Probe, c.Function, c.Hits, c.Events, c.Lost)
+		fmt.Fprintf(&b, "  %-42s %-44s hits %d, events %d, lost %d\n", Escape(c.Probe), Escape(c.Function), c.Hits, c.Events, c.Lost)
 	}
 	_, err := io.WriteString(p.W, b.String())
 	return err

@@ -80,6 +80,9 @@ func FromPID(procRoot string, pid int) (*Target, error) {
 	title := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
 	exePath := filepath.Join(dir, "exe")
 	exe, err := os.Readlink(exePath)
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("pid %d (%q): reading %s: %w; another user's process needs CAP_SYS_PTRACE (or root)", pid, title, exePath, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pid %d (%q): reading %s: %w", pid, title, exePath, err)
 	}

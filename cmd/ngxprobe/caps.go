@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capabilities a trace keeps once its probes are attached. Reading the
+// ring buffer, the counters and the aggregations goes through file
+// descriptors ngxprobe already holds, and detaching closes them: none of
+// that needs a capability. Naming the frames of workers that a reload
+// starts means reading their /proc/PID/maps and files, which
+// CAP_SYS_PTRACE allows for another user's nginx; it is kept. CAP_BPF,
+// CAP_PERFMON, CAP_SYS_ADMIN and the rest are dropped, from the permitted
+// set too, so that a bug in the long-running part cannot use them.
+var keptCaps = []uintptr{unix.CAP_SYS_PTRACE}
+
+// dropCapabilities keeps only keptCaps, in every thread of the process:
+// Linux capabilities are per thread, and the Go runtime runs many.
+func dropCapabilities() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	var keep [2]unix.CapUserData
+	for _, c := range keptCaps {
+		i, bit := c/32, uint32(1)<<(c%32)
+		if data[i].Permitted&bit != 0 {
+			keep[i].Permitted |= bit
+			keep[i].Effective |= bit
+		}
+	}
+	// AllThreadsSyscall needs a binary without cgo, which ngxprobe is.
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&keep[0])), 0); errno != 0 {
+		return fmt.Errorf("capset: %w", errno)
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
+)
+
+// capSysPtrace is the only capability a trace keeps after attaching.
+const capSysPtrace = 1 << 19
+
+// procCaps reads a process's effective and permitted capability sets.
+func procCaps(t *testing.T, pid int) (eff, prm uint64) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			eff, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "CapPrm:"); ok {
+			prm, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return eff, prm
+}
+
+// TestCapabilities: the capabilities each command needs, tried as a user
+// who holds only those (setpriv with ambient capabilities), and the drop
+// after attach: a running trace keeps CAP_SYS_PTRACE alone, in every
+// thread, and still delivers events and named stacks, for a worker a
+// reload started too.
+func TestCapabilities(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		testenv.SkipOrFail(t, "setpriv not found (util-linux)")
+	}
+	inst := nginxtest.Build(t, nginxtest.VariantO2)
+	s, base := startPlain(t, inst, 1, "")
+	master := strconv.Itoa(s.MasterPID())
+
+	t.Run("dropped_after_attach", func(t *testing.T) {
+		p := startProbe(t, "run", "-p", master, "-o", "json", "--stack")
+		// Every thread: the drop is process-wide, not the main thread's.
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", p.pid()))
+		for _, task := range tasks {
+			tid, _ := strconv.Atoi(filepath.Base(task))
+			data, _ := os.ReadFile(filepath.Join(task, "status"))
+			if !strings.Contains(string(data), fmt.Sprintf("CapEff:\t%016x", capSysPtrace)) {
+				t.Errorf("thread %d of ngxprobe after attach:\n%s", tid, data)
+			}
+		}
+		eff, prm := procCaps(t, p.pid())
+		if eff != capSysPtrace || prm != capSysPtrace {
+			t.Errorf("after attach: CapEff %#x CapPrm %#x, want only CAP_SYS_PTRACE (%#x)", eff, prm, capSysPtrace)
+		}
+		s.Reload(t)
+		checkServes(t, base)
+		deadline := time.Now().Add(eventTimeout)
+		var named bool
+		for !named && time.Now().Before(deadline) {
+			for _, ev := range exEvents(t, p) {
+				if pidIn(ev.PID, s.WorkerPIDs()) && strings.Contains(strings.Join(ev.frames(), " "), "ngx_http_close_connection") {
+					named = true
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		stopProbeOK(t, p)
+		if !named {
+			t.Errorf("no close with a named stack from the reloaded worker %v after the drop: %s", s.WorkerPIDs(), p)
+		}
+	})
+
+	as := func(caps string, args ...string) []string {
+		argv := []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all," + caps, "--ambient-caps=-all," + caps, ngxprobeBin}
+		if caps == "" {
+			argv = []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", ngxprobeBin}
+		}
+		return append(argv, args...)
+	}
+	for _, c := range []struct {
+		name string
+		caps string
+		args []string
+		code int
+		want string
+	}{
+		{"run_admin_ptrace", "+sys_admin,+sys_ptrace", []string{"run", "-p", master, "-o", "json", "--duration", "3s"}, 0, `"probe":"ngx_http_finalize_request"`},
+		{"watch_admin_ptrace", "+sys_admin,+sys_ptrace", []string{"watch", "-p", master, "-o", "json", "--duration", "2s", "c->read->eof"}, 0, `{"summary":`},
+		// perf's uprobe PMU refuses CAP_BPF + CAP_PERFMON alone.
+		{"run_bpf_perfmon_ptrace", "+bpf,+perfmon,+sys_ptrace", []string{"run", "-p", master, "--duration", "1s"}, 1, "CAP_SYS_ADMIN"},
+		{"run_without_ptrace", "+sys_admin", []string{"run", "-p", master, "--duration", "1s"}, 1, "CAP_SYS_PTRACE"},
+		{"run_without_caps", "", []string{"run", "-p", master, "--duration", "1s"}, 1, "CAP_BPF"},
+		{"check_none", "", []string{"check", "--binary", inst.Binary, "-e", "ngx_http_finalize_request { print(rc) }"}, 0, ": ok against"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := &proc{}
+			launchTo(t, p, &p.stdout, as(c.caps, c.args...)...)
+			if c.code == 0 && c.args[0] == "run" {
+				time.Sleep(1500 * time.Millisecond) // attached by then
+				checkServes(t, base)
+			}
+			code := p.wait(t, runTimeout)
+			checkNoPanic(t, p)
+			out := p.stdout.String() + p.stderr.String()
+			if code != c.code || !strings.Contains(out, c.want) {
+				t.Errorf("as nobody with %q: exit %d, want %d and %q: %s", c.caps, code, c.code, c.want, p)
+			}
+		})
+	}
+	checkServes(t, base)
+}

@@ -1,0 +1,99 @@
+package output
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Most of what ngxprobe prints comes from outside it: strings read from
+// the traced process (request lines, headers, addresses, Unix socket
+// paths), and names from the binary and the files it maps (symbols,
+// source files, module paths, enum names). Any of them can hold a
+// terminal escape: CSI (ESC [ or the C1 byte 0x9b) recolours or moves
+// the cursor, OSC (ESC ]) sets the window title or writes the clipboard,
+// CR and backspace overwrite what was printed, and a newline forges an
+// output line. Printers therefore escape every such string as they
+// write it: Text with Escape, JSON by encoding/json plus jsonSafe.
+
+// Escape returns s with every rune that is not printable escaped as Go
+// writes it in a string literal (\x1b, \a, \r, \u009b, \u2028, and \x9b
+// for a byte that is not UTF-8), so that nothing in s acts on a
+// terminal. Printable runes, the space included, are kept; the result
+// of strconv.Quote and of Escape is left as it is.
+func Escape(s string) string { return escape(s, "") }
+
+// escape is Escape keeping the ASCII bytes in keep (a printf line's
+// tabs).
+func escape(s, keep string) string {
+	i := 0
+	for i < len(s) && s[i] >= 0x20 && s[i] < 0x7f {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b.WriteString(`\x`)
+			b.WriteByte(hex[s[i]>>4])
+			b.WriteByte(hex[s[i]&0xf])
+		case r < utf8.RuneSelf && strings.IndexByte(keep, byte(r)) >= 0, r == ' ', strconv.IsPrint(r):
+			b.WriteString(s[i : i+n])
+		default:
+			q := strconv.QuoteRune(r) // '\x1b', '\u2028'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// escapeMessage is a printf line escaped, its tabs kept.
+func escapeMessage(s string) string { return escape(s, "\t") }
+
+// jsonSafe escapes, in a line encoding/json wrote, the runes it leaves
+// as they are although a terminal may act on them: DEL, the C1 controls
+// (U+0080 to U+009F; xterm reads U+009B as CSI) and the other runes that
+// are not printable (bidirectional overrides, say). encoding/json
+// already escapes the C0 controls, U+2028 and U+2029, and replaces
+// invalid UTF-8. Outside strings a JSON line is ASCII, so every rune
+// found is in a string, where \uXXXX means the same rune.
+func jsonSafe(b []byte) []byte {
+	i := 0
+	for i < len(b) && b[i] < 0x7f {
+		i++
+	}
+	if i == len(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+12)
+	out = append(out, b[:i]...)
+	for i < len(b) {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == 0x7f || (r >= utf8.RuneSelf && !strconv.IsPrint(r)) {
+			if r > 0xffff {
+				r1, r2 := utf16.EncodeRune(r)
+				out = appendU(appendU(out, r1), r2)
+			} else {
+				out = appendU(out, r)
+			}
+		} else {
+			out = utf8.AppendRune(out, r) // a byte that is not UTF-8 becomes U+FFFD, as encoding/json does
+		}
+		i += n
+	}
+	return out
+}
+
+const hex = "0123456789abcdef"
+
+func appendU(out []byte, r rune) []byte {
+	return append(out, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+}
