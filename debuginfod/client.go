@@ -19,6 +19,13 @@ import (
 // DefaultTimeout is elfutils' default DEBUGINFOD_TIMEOUT.
 const DefaultTimeout = 90 * time.Second
 
+// DefaultMaxSize is the default of Client.MaxSize: 256 MiB, the bound on
+// the DWARF that package symbols reads of a file
+// (symbols.DefaultMaxDebugInfo); no larger file could be used. Real ones
+// are far smaller: Debian's nginx debug file is 1.2 MiB, libc's 4 MiB,
+// libcrypto's over 10 MiB. (elfutils has no default bound.)
+const DefaultMaxSize int64 = 256 << 20
+
 // Build-ids are 4 to 64 bytes: elfutils takes at most 64
 // (MAX_BUILD_ID_BYTES); gcc and lld write 8 (fast), 16 (md5, uuid) or 20
 // (sha1).
@@ -78,8 +85,9 @@ type Client struct {
 	// server (for the response, then for each part of the body) before it
 	// fails with ErrTimeout. Zero means DefaultTimeout, negative no limit.
 	Timeout time.Duration
-	// MaxSize, when positive, is the largest file fetched: larger ones
-	// fail with ErrTooLarge.
+	// MaxSize is the largest file fetched: larger ones fail with
+	// ErrTooLarge, and nothing of them is kept. Zero means
+	// DefaultMaxSize, negative no limit.
 	MaxSize int64
 	// Progress, when not nil, gets progress lines for a download larger
 	// than 1 MiB or slower than a second, and a final line.
@@ -107,7 +115,8 @@ type Request struct {
 //	DEBUGINFOD_CACHE_PATH  the cache directory (see DefaultCacheDir)
 //	DEBUGINFOD_TIMEOUT     seconds without data before giving up (default
 //	                       90; 0 or less: no limit)
-//	DEBUGINFOD_MAXSIZE     largest file in bytes (0 or less: no limit)
+//	DEBUGINFOD_MAXSIZE     largest file in bytes (default DefaultMaxSize;
+//	                       0 or less: no limit, as in elfutils)
 //
 // A number that does not parse is an error (elfutils takes it as 0).
 func FromEnv() (*Client, error) {
@@ -131,7 +140,10 @@ func FromEnv() (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("debuginfod: DEBUGINFOD_MAXSIZE=%q: want a number of bytes", v)
 		}
-		c.MaxSize = max(n, 0)
+		c.MaxSize = n
+		if n <= 0 {
+			c.MaxSize = -1
+		}
 	}
 	return c, nil
 }
@@ -268,6 +280,17 @@ func (c *Client) timeout() time.Duration {
 		return DefaultTimeout
 	}
 	return c.Timeout
+}
+
+// maxSize is the bound on a file, 0 for none.
+func (c *Client) maxSize() int64 {
+	switch {
+	case c.MaxSize == 0:
+		return DefaultMaxSize
+	case c.MaxSize < 0:
+		return 0
+	}
+	return c.MaxSize
 }
 
 func (c *Client) httpClient() *http.Client {

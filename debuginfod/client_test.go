@@ -266,6 +266,7 @@ func TestEndlessBodyContext(t *testing.T) {
 	t.Parallel()
 	srv := newFakeServer(t, endless)
 	c := newClient(t, srv.URL)
+	c.MaxSize = -1 // the context ends it, not DefaultMaxSize
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	_, err := c.Debuginfo(ctx, testID)

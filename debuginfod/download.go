@@ -54,8 +54,9 @@ func (d *download) from(ctx context.Context, server string) (err error) {
 		return err
 	}
 	req.Header.Set("User-Agent", userAgent)
-	if d.c.MaxSize > 0 {
-		req.Header.Set("X-DEBUGINFOD-MAXSIZE", strconv.FormatInt(d.c.MaxSize, 10))
+	maxSize := d.c.maxSize()
+	if maxSize > 0 {
+		req.Header.Set("X-DEBUGINFOD-MAXSIZE", strconv.FormatInt(maxSize, 10))
 	}
 	resp, err := d.c.httpClient().Do(req)
 	if err != nil {
@@ -67,7 +68,7 @@ func (d *download) from(ctx context.Context, server string) (err error) {
 	case http.StatusNotFound:
 		return ErrNotFound
 	case http.StatusNotAcceptable: // the answer to X-DEBUGINFOD-MAXSIZE
-		return fmt.Errorf("%w: the server says it is over MaxSize (%d bytes)", ErrTooLarge, d.c.MaxSize)
+		return fmt.Errorf("%w: the server says it is over MaxSize (%d bytes)%s", ErrTooLarge, maxSize, raiseMaxSize)
 	default:
 		return fmt.Errorf("HTTP %s%s", resp.Status, bodySnippet(resp.Body))
 	}
@@ -77,8 +78,8 @@ func (d *download) from(ctx context.Context, server string) (err error) {
 			size = n
 		}
 	}
-	if d.c.MaxSize > 0 && size > d.c.MaxSize {
-		return fmt.Errorf("%w: %d bytes, MaxSize is %d", ErrTooLarge, size, d.c.MaxSize)
+	if maxSize > 0 && size > maxSize {
+		return fmt.Errorf("%w: %d bytes, MaxSize is %d%s", ErrTooLarge, size, maxSize, raiseMaxSize)
 	}
 	prog.started(size)
 
@@ -124,11 +125,15 @@ func (d *download) from(ctx context.Context, server string) (err error) {
 	return commit(tmp, d.target, lastModified(resp))
 }
 
+// raiseMaxSize says how to raise the bound, in ErrTooLarge's messages.
+const raiseMaxSize = " (debuginfod.Client.MaxSize, DEBUGINFOD_MAXSIZE; raise it to fetch larger files)"
+
 // receive copies the body into f, checking the ELF magic first and
 // MaxSize all along.
 func (d *download) receive(f *os.File, body io.Reader) (int64, error) {
-	if d.c.MaxSize > 0 {
-		body = io.LimitReader(body, d.c.MaxSize+1)
+	maxSize := d.c.maxSize()
+	if maxSize > 0 {
+		body = io.LimitReader(body, maxSize+1)
 	}
 	var magic [4]byte
 	if n, err := io.ReadFull(body, magic[:]); err != nil {
@@ -145,8 +150,8 @@ func (d *download) receive(f *os.File, body io.Reader) (int64, error) {
 	if err != nil {
 		return n, err
 	}
-	if d.c.MaxSize > 0 && n > d.c.MaxSize {
-		return n, fmt.Errorf("%w: more than MaxSize (%d bytes)", ErrTooLarge, d.c.MaxSize)
+	if maxSize > 0 && n > maxSize {
+		return n, fmt.Errorf("%w: more than MaxSize (%d bytes)%s", ErrTooLarge, maxSize, raiseMaxSize)
 	}
 	return n, nil
 }

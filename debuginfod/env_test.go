@@ -62,7 +62,7 @@ func TestFromEnvDefaults(t *testing.T) {
 	}
 	// DEBUGINFOD_TIMEOUT=0 is no limit, as in elfutils.
 	setEnv(t, map[string]string{"DEBUGINFOD_TIMEOUT": "0", "DEBUGINFOD_MAXSIZE": "0"})
-	if c, err := debuginfod.FromEnv(); err != nil || c.Timeout >= 0 || c.MaxSize != 0 {
+	if c, err := debuginfod.FromEnv(); err != nil || c.Timeout >= 0 || c.MaxSize >= 0 {
 		t.Errorf("DEBUGINFOD_TIMEOUT=0: %+v, %v", c, err)
 	}
 	for _, kv := range [][2]string{{"DEBUGINFOD_TIMEOUT", "soon"}, {"DEBUGINFOD_TIMEOUT", "1.5"}, {"DEBUGINFOD_MAXSIZE", "1G"}} {

@@ -1,10 +1,8 @@
 package stacks
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -17,44 +15,48 @@ type Mapping struct {
 	Path       string // "" for anonymous memory
 }
 
-// ReadMaps reads /proc/PID/maps.
+// ReadMaps reads /proc/PID/maps, at most DefaultMaxMappings lines
+// (ReadMapsLimit takes another bound).
 func ReadMaps(procRoot string, pid int) ([]Mapping, error) {
-	if procRoot == "" {
-		procRoot = "/proc"
-	}
-	f, err := os.Open(fmt.Sprintf("%s/%d/maps", procRoot, pid))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return ParseMaps(f)
+	return ReadMapsLimit(procRoot, pid, DefaultMaxMappings)
 }
 
 // ParseMaps parses the maps format:
 // start-end perms offset dev inode path.
+// It reads at most DefaultMaxMappings lines (see ParseMapsLimit).
 func ParseMaps(r io.Reader) ([]Mapping, error) {
+	return ParseMapsLimit(r, DefaultMaxMappings, "maps")
+}
+
+// parseMaps parses the lines that next returns, at most max of them.
+func parseMaps(next func() (string, bool), max int) ([]Mapping, error) {
 	var out []Mapping
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
+	for n := 0; ; n++ {
+		line, ok := next()
+		if !ok {
+			break
+		}
+		if n == max {
+			return nil, mappingsError(max)
+		}
 		f := strings.Fields(line)
 		if len(f) < 5 {
 			continue
 		}
 		lo, hi, ok := strings.Cut(f[0], "-")
 		if !ok {
-			return nil, fmt.Errorf("maps: bad range %q", f[0])
+			return nil, fmt.Errorf("bad range %q", f[0])
 		}
 		m := Mapping{Exec: strings.Contains(f[1], "x")}
 		var err error
 		if m.Start, err = strconv.ParseUint(lo, 16, 64); err != nil {
-			return nil, fmt.Errorf("maps: %w", err)
+			return nil, err
 		}
 		if m.End, err = strconv.ParseUint(hi, 16, 64); err != nil {
-			return nil, fmt.Errorf("maps: %w", err)
+			return nil, err
 		}
 		if m.Offset, err = strconv.ParseUint(f[2], 16, 64); err != nil {
-			return nil, fmt.Errorf("maps: %w", err)
+			return nil, err
 		}
 		if len(f) >= 6 {
 			// The path is the rest of the line, as it is: it may hold runs
@@ -63,7 +65,7 @@ func ParseMaps(r io.Reader) ([]Mapping, error) {
 		}
 		out = append(out, m)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // find returns the mapping containing addr.

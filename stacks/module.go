@@ -3,7 +3,6 @@ package stacks
 import (
 	"debug/dwarf"
 	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -33,7 +32,9 @@ type Module struct {
 
 	mu    sync.Mutex
 	lines map[dwarf.Offset]*symbols.LineTable // per compile unit, built on first use
-	pcs   map[uint64][]Frame                  // symbolized pcs, stacks repeat
+	// limitNote says why a line table was left out.
+	limitNote string
+	pcs       map[uint64][]Frame // symbolized pcs, stacks repeat
 }
 
 type symbol struct {
@@ -79,7 +80,7 @@ func (m *Module) loadCFI(f *elf.File) error {
 		if err != nil {
 			return fmt.Errorf(".eh_frame: %w", err)
 		}
-		fdes, err := frame.Parse(data, binary.LittleEndian, 0, 8, s.Addr)
+		fdes, err := parseCFI(data, s.Addr)
 		if err != nil {
 			return fmt.Errorf(".eh_frame: %w", err)
 		}
@@ -87,7 +88,7 @@ func (m *Module) loadCFI(f *elf.File) error {
 	}
 	if s := f.Section(".debug_frame"); s != nil && s.Type != elf.SHT_NOBITS {
 		if data, err := s.Data(); err == nil {
-			if fdes, err := frame.Parse(data, binary.LittleEndian, 0, 8, 0); err == nil {
+			if fdes, err := parseCFI(data, 0); err == nil {
 				m.fdes = m.fdes.Append(fdes)
 			}
 		}
@@ -137,9 +138,24 @@ func (m *Module) linesFor(cu *dwarf.Entry) *symbols.LineTable {
 	if l, ok := m.lines[cu.Offset]; ok {
 		return l
 	}
-	l := symbols.ReadLineTable(m.bin.DWARF(), cu)
+	l, err := symbols.ReadLineTableLimit(m.bin.DWARF(), cu, m.bin.LineRowsLimit(), m.Path)
+	if err != nil {
+		// Over the bound: no lines in the unit rather than wrong ones.
+		l = &symbols.LineTable{}
+		if m.limitNote == "" {
+			m.limitNote = err.Error()
+		}
+	}
 	m.lines[cu.Offset] = l
 	return l
+}
+
+// note is what a stack through the module should say of it: a line
+// table over its bound.
+func (m *Module) note() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.limitNote
 }
 
 // symbolize returns the frames at vaddr: inlined callees first, then the

@@ -47,12 +47,10 @@ type Stack struct {
 	Truncated bool
 	// Reason says why unwinding stopped early.
 	Reason string
-	// Notes report modules deleted or replaced on disk since they were mapped.
+	// Notes report modules deleted or replaced on disk since they were
+	// mapped, and line tables left out for a bound.
 	Notes []string
 }
-
-// maxFrames bounds unwinding of corrupt or cyclic stacks.
-const maxFrames = 128
 
 // Unwinder unwinds captures. It caches modules by build-id and process
 // mappings by pid. Its methods may be called from several goroutines
@@ -61,7 +59,25 @@ type Unwinder struct {
 	ProcRoot string
 	// Debug says where modules' debug info is looked for (nil: where
 	// package symbols looks by default); set it before the first use.
+	// Its bounds (MaxDebugInfo, MaxUnits, MaxLineRows) bound each module.
 	Debug *symbols.OpenOptions
+
+	// Bounds on what a process can make the unwinder read (limits.go);
+	// zero means the default. Set them before the first use.
+	//
+	// MaxFrames is the most frames a stack is unwound to: corrupt or
+	// cyclic stacks stop there. Default DefaultMaxFrames (128).
+	MaxFrames int
+	// MaxStackBytes is the most bytes of a capture's stack copy that are
+	// decoded; a stack that needs more stops there. Default
+	// DefaultMaxStackBytes (256 KiB).
+	MaxStackBytes int
+	// MaxModules is the most files a process may map as code: a process
+	// with more gets no stacks. Default DefaultMaxModules (256).
+	MaxModules int
+	// MaxMappings is the most lines of /proc/PID/maps read: a process
+	// with more gets no stacks. Default DefaultMaxMappings (65,536).
+	MaxMappings int
 
 	mu      sync.Mutex
 	modules map[string]*Module // by build-id, or path when there is none
@@ -106,7 +122,7 @@ func (u *Unwinder) Prepare(pid int) error {
 	if u.closed {
 		return ErrClosed
 	}
-	maps, err := ReadMaps(u.ProcRoot, pid)
+	maps, err := u.readMaps(pid)
 	if err != nil {
 		return err
 	}
@@ -124,7 +140,11 @@ func (u *Unwinder) Prepare(pid int) error {
 func (u *Unwinder) resolve(pid int, addr uint64) (*Module, uint64, error) {
 	mp, ok := find(u.maps[pid], addr)
 	if !ok {
-		if maps, err := ReadMaps(u.ProcRoot, pid); err == nil {
+		maps, err := u.readMaps(pid)
+		if errors.Is(err, symbols.ErrLimit) {
+			return nil, 0, err
+		}
+		if err == nil {
 			u.maps[pid] = maps
 			mp, ok = find(maps, addr)
 		}
@@ -244,24 +264,32 @@ func (u *Unwinder) Unwind(c Capture) Stack {
 		regs[k] = v
 	}
 	sp0 := regs[symbols.RegRSP]
+	stack, cut := c.Stack, false
+	if n := u.maxStackBytes(); len(stack) > n {
+		stack = stack[:n]
+	}
 	mem := func(addr uint64) (uint64, bool) {
-		if addr < sp0 || addr+8 > sp0+uint64(len(c.Stack)) || addr+8 < addr {
+		if addr < sp0 || addr+8 < addr || addr-sp0 > uint64(len(stack)) || uint64(len(stack))-(addr-sp0) < 8 {
+			cut = cut || addr >= sp0 && addr+8 > addr && addr-sp0 < uint64(len(c.Stack)) && uint64(len(c.Stack))-(addr-sp0) >= 8
 			return 0, false
 		}
 		if orig, ok := c.Returns[addr]; ok {
 			return orig, true
 		}
-		return binary.LittleEndian.Uint64(c.Stack[addr-sp0:]), true
+		return binary.LittleEndian.Uint64(stack[addr-sp0:]), true
 	}
 	stop := func(format string, args ...any) Stack {
 		st.Truncated = true
 		st.Reason = fmt.Sprintf(format, args...)
+		if cut {
+			st.Reason += fmt.Sprintf(" (%v)", &symbols.LimitError{Where: "the stack copy", What: "bytes decoded", Got: int64(len(c.Stack)), Limit: int64(len(stack)), Unit: "bytes", Field: "stacks.Unwinder.MaxStackBytes"})
+		}
 		return st
 	}
 	pc := regs[RegRA]
 	for depth := 0; ; depth++ {
-		if depth == maxFrames {
-			return stop("more than %d frames", maxFrames)
+		if depth == u.maxFrames() {
+			return stop("more than %d frames (%s)", depth, "stacks.Unwinder.MaxFrames; raise it to unwind deeper")
 		}
 		m, vaddr, err := u.resolve(c.PID, pc)
 		if err != nil {
@@ -278,6 +306,9 @@ func (u *Unwinder) Unwind(c Capture) Stack {
 			if !slices.Contains(st.Notes, note) {
 				st.Notes = append(st.Notes, note)
 			}
+		}
+		if note := m.note(); note != "" && !slices.Contains(st.Notes, note) {
+			st.Notes = append(st.Notes, note)
 		}
 		if depth > 0 {
 			// Report return addresses as the call site, as gdb does, but keep
@@ -317,7 +348,7 @@ func step(m *Module, pc uint64, atEntry bool, regs map[uint64]uint64, mem func(u
 	if err != nil {
 		return nil, false, fmt.Errorf("no CFI covers %s+%#x", m.Path, pc)
 	}
-	fc, err := fde.EstablishFrame(pc)
+	fc, err := establishFrame(fde, pc)
 	if err != nil {
 		return nil, false, fmt.Errorf("bad CFI at %s+%#x: %w", m.Path, pc, err)
 	}

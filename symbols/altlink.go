@@ -160,6 +160,9 @@ func (b *Binary) readDWARF(f *elf.File, source string, opts *OpenOptions) (d *dw
 		return alone(note + "; the types and names it holds are missing)")
 	}
 	defer sup.Close()
+	if err := b.limits.checkSupplementary(f, sup, path); err != nil {
+		return alone(fmt.Sprintf(" (dwz supplementary file %s unusable: %v; the types and names it holds are missing)", path, err))
+	}
 	merged, err := mergeDWARF(f, sup)
 	if err != nil {
 		return alone(fmt.Sprintf(" (dwz supplementary file %s unusable: %v; the types and names it holds are missing)", path, err))
@@ -234,7 +237,7 @@ func (b *Binary) findSupplementary(link supLink, debugPath string, main *elf.Fil
 // names; otherwise why is why not, for a message ("" when there is no
 // such file).
 func openSupplementary(path string, link supLink, main *elf.File) (f *elf.File, why string) {
-	f, err := elf.Open(path)
+	f, err := openELF(path, limits{debugInfo: math.MaxInt64}, false) // bounded by checkSupplementary
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, ""

@@ -28,6 +28,24 @@ type OpenOptions struct {
 	// NoFetch says why there is no Fetch (--offline, no DEBUGINFOD_URLS),
 	// for DebugSearched.
 	NoFetch string
+
+	// Bounds on what a file may make Open and the lookups read (see
+	// limits.go for the sizes of real files); zero means the default. A
+	// file over one is a *LimitError that names the field.
+	//
+	// MaxDebugInfo is the most bytes of DWARF read: the .debug_*
+	// sections, decompressed, of the debug file and of its dwz
+	// supplementary file together; also the most any one compressed
+	// section may decompress to. Default DefaultMaxDebugInfo (256 MiB).
+	MaxDebugInfo int64
+	// MaxUnits is the most units .debug_info may have (with those of a
+	// dwz supplementary file): no lookup walks more. Default
+	// DefaultMaxUnits (65,536).
+	MaxUnits int
+	// MaxLineRows is the most rows a lookup reads of one unit's line
+	// table (LineSites, and the stack unwinder's lines). Default
+	// DefaultMaxLineRows (1,048,576).
+	MaxLineRows int
 }
 
 // FetchRequest asks OpenOptions.Fetch for a binary's debug file.
@@ -88,6 +106,9 @@ type Binary struct {
 	loads     []*elf.Prog
 	sections  dwarfSections
 
+	limits   limits
+	versions unitVersionTable // read by checkDWARF, before the DWARF
+
 	indexOnce sync.Once
 	index     *index
 	indexErr  error
@@ -109,11 +130,12 @@ func Open(path string, opts *OpenOptions) (*Binary, error) {
 	if root == "" {
 		root = "/usr/lib/debug"
 	}
-	f, err := elf.Open(path)
+	lim := limitsOf(opts)
+	f, err := openELF(path, lim, true)
 	if err != nil {
-		return nil, err // names the path already
+		return nil, err // names the path
 	}
-	b := &Binary{Path: path, file: f, PIE: f.Type == elf.ET_DYN}
+	b := &Binary{Path: path, file: f, PIE: f.Type == elf.ET_DYN, limits: lim}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD {
 			b.loads = append(b.loads, p)
@@ -218,7 +240,7 @@ func (b *Binary) findDebugInfo(root string, opts *OpenOptions) error {
 // openDebugFile opens path if it is an ELF file with DWARF and, when both
 // have one, the binary's build-id; the binary then owns it.
 func (b *Binary) openDebugFile(path string) *elf.File {
-	df, err := elf.Open(path)
+	df, err := openELF(path, b.limits, false)
 	if err != nil {
 		return nil
 	}
@@ -255,6 +277,9 @@ func KindOf(f *elf.File) Kind {
 // it names one (altlink.go); DebugSource then says where that came from,
 // or why it is missing.
 func (b *Binary) useDWARF(f *elf.File, source string, opts *OpenOptions) error {
+	if err := b.checkDWARF(f, debugFilePath(b, source)); err != nil {
+		return fmt.Errorf("%s: reading DWARF (%s): %w", b.Path, source, err)
+	}
 	d, note, err := b.readDWARF(f, source, opts)
 	if err != nil {
 		return fmt.Errorf("%s: reading DWARF (%s): %w", b.Path, source, err)

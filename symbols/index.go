@@ -215,7 +215,8 @@ func (b *Binary) scanNext(ix *index) bool {
 	r.Next()
 	r.SkipChildren()
 	next, err := r.Next()
-	if err != nil || next == nil {
+	if err != nil || next == nil || next.Offset <= e.Offset {
+		// A corrupt unit can lead back: scanning must move forward.
 		ix.scanned = true
 		return true
 	}
@@ -316,15 +317,28 @@ func (t unitVersionTable) at(off dwarf.Offset) int {
 	return t[i].version
 }
 
-// unitVersions reads only the unit headers of .debug_info, seeking past
-// each unit: the debug/dwarf parse already holds the section, and a second
-// full copy would double the cost of opening a binary.
+// unitVersions is the table of the binary's debug file, read by Open
+// (checkDWARF) before the DWARF was.
 func unitVersions(b *Binary) (unitVersionTable, error) {
+	if b.versions != nil {
+		return b.versions, nil
+	}
 	f := b.file
 	if b.debugFile != nil {
 		f = b.debugFile
 	}
+	return unitVersionsOf(f, b.limits.units, b.Path)
+}
+
+// unitVersionsOf reads only the unit headers of f's .debug_info, seeking
+// past each unit: the debug/dwarf parse holds the section, and a second
+// full copy would double the cost of opening a binary. More than
+// maxUnits units is a *LimitError naming path.
+func unitVersionsOf(f *elf.File, maxUnits int, path string) (unitVersionTable, error) {
 	sec := f.Section(".debug_info")
+	if sec == nil {
+		return unitVersionTable{}, nil
+	}
 	var r io.ReadSeeker = sec.Open()
 	if sec.Flags&elf.SHF_COMPRESSED != 0 {
 		// Seeking a compressed section decompresses it again: read it once.
@@ -351,6 +365,13 @@ func unitVersions(b *Binary) (unitVersionTable, error) {
 		if length == 0xffffffff {
 			length = int64(order.Uint64(hdr[4:]))
 			n = 12
+		}
+		if length < 0 || length > size-off-n {
+			// A negative length would walk back, or stay, forever.
+			return nil, fmt.Errorf("%s: .debug_info at %#x: unit length %#x runs past the end of the section (%#x bytes)", path, off, uint64(length), size)
+		}
+		if len(t) >= maxUnits {
+			return nil, limits{units: maxUnits}.unitsError(path, len(t)+1)
 		}
 		t = append(t, struct {
 			start   dwarf.Offset

@@ -98,12 +98,15 @@ func (b *Binary) LineSites(file string, line int) ([]LineSite, error) {
 		fileSeen = true
 		var e dwarf.LineEntry
 		prevHere := false
-		for {
+		for n := 0; ; n++ {
 			if err := lr.Next(&e); err != nil {
 				if err != io.EOF {
 					break
 				}
 				break
+			}
+			if n == b.limits.lineRows {
+				return nil, b.limits.rowsError(b.Path, int64(cu.Offset))
 			}
 			here := e.File != nil && sameFile(e.File.Name, file)
 			if here && e.Line > 0 && !e.EndSequence {

@@ -11,23 +11,39 @@ type LineTable struct {
 	Files []*dwarf.LineFile
 }
 
-// ReadLineTable reads the rows of the unit cu; an unreadable table is empty.
+// ReadLineTable reads the rows of the unit cu; an unreadable table is
+// empty. It reads at most DefaultMaxLineRows rows (ReadLineTableLimit
+// says when there are more).
 func ReadLineTable(d *dwarf.Data, cu *dwarf.Entry) *LineTable {
+	lt, _ := readLineTable(d, cu, DefaultMaxLineRows, nil)
+	return lt
+}
+
+// readLineTable reads at most maxRows rows; with more, the rows read so
+// far come back with over's error.
+func readLineTable(d *dwarf.Data, cu *dwarf.Entry, maxRows int, over func() error) (*LineTable, error) {
 	lt := &LineTable{}
 	lr, err := d.LineReader(cu)
 	if err != nil || lr == nil {
-		return lt
+		return lt, nil
 	}
+	var overErr error
 	for {
 		var e dwarf.LineEntry
 		if err := lr.Next(&e); err != nil {
+			break
+		}
+		if len(lt.Rows) == maxRows {
+			if over != nil {
+				overErr = over()
+			}
 			break
 		}
 		lt.Rows = append(lt.Rows, e)
 	}
 	lt.Files = lr.Files()
 	sort.SliceStable(lt.Rows, func(i, j int) bool { return lt.Rows[i].Address < lt.Rows[j].Address })
-	return lt
+	return lt, overErr
 }
 
 // At returns the source position of pc: the last row at or before it

@@ -182,7 +182,12 @@ func (b *Binary) param(fn *Function, pc uint64, e *dwarf.Entry, cfaOffset int64,
 	case dwarf.ClassExprLoc:
 		expr = f.Val.([]byte)
 	case dwarf.ClassLocListPtr, dwarf.ClassLocList:
-		off := uint64(f.Val.(int64))
+		// A section offset is an int64; a DW_FORM_loclistx index, a
+		// uint64 (debug/dwarf's types for the two).
+		off, ok := locListOffset(f.Val)
+		if !ok {
+			return fail(fmt.Sprintf("location list value %v (%T)", f.Val, f.Val))
+		}
 		var err error
 		expr, err = b.locListAt(fn.unit, off, f.Class == dwarf.ClassLocList, pc)
 		if err != nil {
@@ -391,7 +396,7 @@ func (b *Binary) locListAt(u *unit, off uint64, indexed bool, pc uint64) ([]byte
 	if indexed {
 		// DW_FORM_loclistx: an index into the offsets table at loclists_base.
 		at := u.locBase + off*4
-		if at+4 > uint64(len(data)) {
+		if off > uint64(len(data))/4 || at < u.locBase || !within(at, 4, data) {
 			return nil, fmt.Errorf("loclistx %d out of range", off)
 		}
 		off = u.locBase + uint64(binary.LittleEndian.Uint32(data[at:]))
@@ -402,6 +407,9 @@ func (b *Binary) locListAt(u *unit, off uint64, indexed bool, pc uint64) ([]byte
 	r := bytes.NewReader(data[off:])
 	base := u.base
 	var deflt []byte
+	if u.addrSize < 1 || u.addrSize > 8 {
+		return nil, fmt.Errorf("address size %d", u.addrSize)
+	}
 	readAddr := func() (uint64, error) {
 		buf := make([]byte, 8)
 		if _, err := r.Read(buf[:u.addrSize]); err != nil {
@@ -489,7 +497,7 @@ func (b *Binary) locListAt(u *unit, off uint64, indexed bool, pc uint64) ([]byte
 
 func (b *Binary) debugAddr(u *unit, i uint64) (uint64, error) {
 	at := u.addrBase + i*uint64(u.addrSize)
-	if at+uint64(u.addrSize) > uint64(len(b.sections.addr)) {
+	if u.addrSize < 1 || u.addrSize > 8 || i > uint64(len(b.sections.addr)) || at < u.addrBase || !within(at, uint64(u.addrSize), b.sections.addr) {
 		return 0, fmt.Errorf(".debug_addr index %d out of range", i)
 	}
 	var buf [8]byte
@@ -502,7 +510,7 @@ func (b *Binary) loc4At(u *unit, off, pc uint64) ([]byte, error) {
 	data := b.sections.loc
 	base := u.base
 	for {
-		if off+16 > uint64(len(data)) {
+		if !within(off, 16, data) {
 			return nil, fmt.Errorf(".debug_loc offset %#x out of range", off)
 		}
 		start := binary.LittleEndian.Uint64(data[off:])
@@ -515,12 +523,12 @@ func (b *Binary) loc4At(u *unit, off, pc uint64) ([]byte, error) {
 			base = end
 			continue
 		}
-		if off+2 > uint64(len(data)) {
+		if !within(off, 2, data) {
 			return nil, errors.New("truncated .debug_loc")
 		}
 		n := uint64(binary.LittleEndian.Uint16(data[off:]))
 		off += 2
-		if off+n > uint64(len(data)) {
+		if !within(off, n, data) {
 			return nil, errors.New("truncated .debug_loc")
 		}
 		if pc >= base+start && pc < base+end {
@@ -582,7 +590,7 @@ func (b *Binary) Location(cu, e *dwarf.Entry, pc uint64) ([]byte, error) {
 		v, _ := f.Val.([]byte)
 		return v, nil
 	case dwarf.ClassLocListPtr, dwarf.ClassLocList:
-		off, ok := f.Val.(int64)
+		off, ok := locListOffset(f.Val)
 		if !ok {
 			return nil, nil
 		}
@@ -590,7 +598,7 @@ func (b *Binary) Location(cu, e *dwarf.Entry, pc uint64) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return b.locListAt(u, uint64(off), f.Class == dwarf.ClassLocList, pc)
+		return b.locListAt(u, off, f.Class == dwarf.ClassLocList, pc)
 	}
 	return nil, fmt.Errorf("unsupported location class %v", f.Class)
 }
@@ -633,4 +641,22 @@ func RegisterValue(expr []byte) (reg int, add int64, ok bool) {
 		return loc.Reg, loc.Offset, true
 	}
 	return 0, 0, false
+}
+
+// locListOffset is a location list attribute's value: an int64 section
+// offset, or a uint64 DW_FORM_loclistx index.
+func locListOffset(v any) (uint64, bool) {
+	switch v := v.(type) {
+	case int64:
+		return uint64(v), true
+	case uint64:
+		return v, true
+	}
+	return 0, false
+}
+
+// within reports whether n bytes at off lie inside data, without the
+// wrap-around of off+n.
+func within(off, n uint64, data []byte) bool {
+	return off <= uint64(len(data)) && n <= uint64(len(data))-off
 }

@@ -282,19 +282,22 @@ func itoa(n int64) string {
 	return itoa(n/10) + itoa(n%10)
 }
 
+// parsePathSeeds seed FuzzParsePath, and FuzzPlan on a real binary.
+var parsePathSeeds = []string{
+	"r->connection->read->eof",
+	"((ngx_connection_t *) rev->data)->number",
+	"r->headers_out.status",
+	"(struct ngx_connection_s **) c[3]",
+	"a[12].b->c",
+	"$retval",
+	"((((x))))",
+	"(ngx_connection_t) (",
+	"r->[",
+	" \t",
+}
+
 func FuzzParsePath(f *testing.F) {
-	for _, s := range []string{
-		"r->connection->read->eof",
-		"((ngx_connection_t *) rev->data)->number",
-		"r->headers_out.status",
-		"(struct ngx_connection_s **) c[3]",
-		"a[12].b->c",
-		"$retval",
-		"((((x))))",
-		"(ngx_connection_t) (",
-		"r->[",
-		" \t",
-	} {
+	for _, s := range parsePathSeeds {
 		f.Add(s)
 	}
 	isType := func(s string) bool { return s == "ngx_connection_t" || strings.HasPrefix(s, "struct ") }

@@ -106,6 +106,9 @@ func fieldBitOffset(f *dwarf.StructField) int64 {
 }
 
 func collectMembers(st *dwarf.StructType, base int64, depth int, out *[]Member) {
+	if depth > maxTypeDepth {
+		return // an anonymous member that holds its own struct: corrupt DWARF
+	}
 	for _, f := range st.Field {
 		m := Member{Name: f.Name, Type: f.Type, Size: f.Type.Size(), Depth: depth}
 		m.BitSize = f.BitSize
@@ -165,9 +168,19 @@ func Layout(t dwarf.Type) (string, error) {
 
 func typeName(t dwarf.Type) string { return TypeName(t) }
 
+// maxTypeDepth bounds the walks through a type's parts: corrupt DWARF can
+// make a type its own part, which would recurse until the stack runs out.
+const maxTypeDepth = 64
+
 // TypeName spells a type as C does: "ngx_event_t *", "u_char [16]",
 // "struct <anonymous>".
-func TypeName(t dwarf.Type) string {
+func TypeName(t dwarf.Type) string { return typeNameDepth(t, 0) }
+
+func typeNameDepth(t dwarf.Type, depth int) string {
+	if depth > maxTypeDepth {
+		return "..."
+	}
+	TypeName := func(t dwarf.Type) string { return typeNameDepth(t, depth+1) }
 	switch u := t.(type) {
 	case nil:
 		return "void"
@@ -194,6 +207,8 @@ func TypeName(t dwarf.Type) string {
 		return u.Kind + " " + u.StructName
 	case *dwarf.VoidType:
 		return "void"
+	case *dwarf.FuncType:
+		return "(function)" // its String walks its parameters' types, without a bound
 	}
 	return t.String()
 }

@@ -122,7 +122,7 @@ func ModulesOf(procRoot string, pid int) ([]Module, error) {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
-	maps, err := stacks.ReadMaps(procRoot, pid)
+	maps, err := stacks.ReadMapsLimit(procRoot, pid, MaxMappings)
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
@@ -134,6 +134,9 @@ func ModulesOf(procRoot string, pid int) ([]Module, error) {
 			continue
 		}
 		seen[mp.Path] = true
+		if len(out) == maxModules() {
+			return nil, modulesError(pid, maxModules())
+		}
 		mapped, deleted := strings.CutSuffix(mp.Path, " (deleted)")
 		m := Module{MappedPath: mapped, Deleted: deleted, Path: fmt.Sprintf("%s/%d/root%s", procRoot, pid, mapped)}
 		if deleted {
