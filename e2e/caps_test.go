@@ -52,6 +52,13 @@ func TestCapabilities(t *testing.T) {
 
 	t.Run("dropped_after_attach", func(t *testing.T) {
 		p := startProbe(t, "run", "-p", master, "-o", "json", "--stack")
+		// With stacks, the drop follows the indexing of the workers'
+		// modules (a deleted one is read through map_files).
+		deadline := time.Now().Add(eventTimeout)
+		for !strings.Contains(p.stderr.String(), "stacks ready") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond)
 		// Every thread: the drop is process-wide, not the main thread's.
 		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", p.pid()))
 		for _, task := range tasks {
@@ -67,7 +74,7 @@ func TestCapabilities(t *testing.T) {
 		}
 		s.Reload(t)
 		checkServes(t, base)
-		deadline := time.Now().Add(eventTimeout)
+		deadline = time.Now().Add(eventTimeout)
 		var named bool
 		for !named && time.Now().Before(deadline) {
 			for _, ev := range exEvents(t, p) {

@@ -54,6 +54,7 @@ func TestPackaged(t *testing.T) {
 		t.Run("libc_close", func(t *testing.T) { testLibcClose(t, env) })
 		t.Run("bad_debuginfod", func(t *testing.T) { testBadDebuginfod(t, id) })
 		t.Run("deleted_module", func(t *testing.T) { testDeletedModule(t, env) })
+		t.Run("module_after_attach", func(t *testing.T) { testModuleAfterAttach(t, env) })
 	})
 	t.Run("dbgsym", func(t *testing.T) {
 		nginxtest.InstallDebs(t, build, dbgsymPackages...)
@@ -448,3 +449,33 @@ func testModuleWithoutDebugInfo(t *testing.T) {
 	}
 	checkServes(t, fmt.Sprintf("http://127.0.0.1:%d", port))
 }
+
+// testModuleAfterAttach: a reload that loads a new module after ngxprobe
+// attached is reported on stderr, never missed silently.
+func testModuleAfterAttach(t *testing.T, env []string) {
+	srv := nginxtest.StartPackaged(t, nginxtest.Config{HTTP: plainServer(nginxtest.FreePort(t), "")})
+	p := startProbeEnv(t, env, "run", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json")
+	conf := filepath.Join(srv.Dir(), "nginx.conf")
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	module := filepath.Join(nginxtest.PackagedModulesDir, "ngx_stream_module.so")
+	if err := os.WriteFile(conf, append([]byte("load_module "+module+";\n"), data...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv.Reload(t)
+	want := "mapped " + module + " after attach"
+	deadline := time.Now().Add(3 * moduleCheck)
+	for !strings.Contains(p.stderr.String(), want) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopProbeOK(t, p)
+	if !strings.Contains(p.stderr.String(), want) {
+		t.Errorf("no note that the reload mapped %s: %s", module, p)
+	}
+}
+
+// moduleCheck is how often ngxprobe reads a master's mappings for new
+// modules (cmd/ngxprobe's moduleCheckInterval).
+const moduleCheck = 2 * time.Second

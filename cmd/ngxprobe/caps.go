@@ -8,7 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Capabilities a trace keeps once its probes are attached. Reading the
+// Capabilities a trace keeps once its probes are attached (and, with
+// stacks, the workers' modules indexed). Reading the
 // ring buffer, the counters and the aggregations goes through file
 // descriptors ngxprobe already holds, and detaching closes them: none of
 // that needs a capability. Naming the frames of workers that a reload

@@ -91,9 +91,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer tr.close()
 	printAttachSummary(stderr, t, img, program.Probes, time.Since(start))
-	if anyStack(program.Probes) {
-		tr.prepareStacks()
-	}
+	tr.settle(anyStack(program.Probes))
 	conv := rf.converter()
 	err = tr.run(ctx, rf.duration, func(ev probes.Event, st *output.Stack) error {
 		if w := program.Watch(ev.Probe); w != nil {

@@ -54,7 +54,7 @@ type tracer struct {
 	// bootWall anchors the probes' CLOCK_MONOTONIC timestamps to the
 	// wall clock.
 	bootWall time.Time
-	// background holds the stack indexer started by prepareStacks and the
+	// background holds the stack indexer started by settle and the
 	// module watcher; close waits for them.
 	background sync.WaitGroup
 	delivered  map[*probes.Probe]uint64
@@ -73,10 +73,7 @@ func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, std
 	if err != nil {
 		return nil, err
 	}
-	// Attached: the rest of the trace needs far fewer privileges.
-	if err := dropCapabilities(); err != nil {
-		fmt.Fprintf(stderr, "ngxprobe: note: capabilities not dropped after attach: %v\n", err)
-	}
+
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	unwinder := stacks.NewUnwinder("")
@@ -105,11 +102,24 @@ func (tr *tracer) close() {
 // wall converts a probe's CLOCK_MONOTONIC timestamp.
 func (tr *tracer) wall(ns uint64) time.Time { return tr.bootWall.Add(time.Duration(ns)) }
 
-// prepareStacks indexes the workers' modules in the background, off the
-// attach path, so that the first stack does not stall the reader and a
-// worker that exits before its events are read still gets names. The
-// indexing takes about a second of CPU; "stacks ready" says it is done.
-func (tr *tracer) prepareStacks() {
+// settle follows an attach: with stacks, it indexes the workers' modules
+// in the background, off the attach path, so that the first stack does
+// not stall the reader and a worker that exits before its events are read
+// still gets names ("stacks ready" says when; it takes about a second of
+// CPU). Then the trace drops the capabilities it no longer needs: after
+// the indexing, which may read a deleted module through
+// /proc/PID/map_files (CAP_SYS_ADMIN); the workers a reload starts map the
+// same files, found again by path.
+func (tr *tracer) settle(stacks bool) {
+	drop := func() {
+		if err := dropCapabilities(); err != nil {
+			fmt.Fprintf(tr.stderr, "ngxprobe: note: capabilities not dropped after attach: %v\n", err)
+		}
+	}
+	if !stacks {
+		drop()
+		return
+	}
 	tr.background.Add(1)
 	go func() {
 		defer tr.background.Done()
@@ -118,6 +128,7 @@ func (tr *tracer) prepareStacks() {
 			tr.unwinder.Prepare(pid)
 		}
 		fmt.Fprintf(tr.stderr, "ngxprobe: stacks ready: modules of %d processes indexed in %d ms\n", len(tr.target.Workers), time.Since(start).Milliseconds())
+		drop()
 	}()
 }
 

@@ -94,9 +94,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, n := range prog.Notes {
 		fmt.Fprintf(stderr, "  note: %s\n", output.Escape(n))
 	}
-	if !wf.noStack {
-		tr.prepareStacks()
-	}
+	tr.settle(!wf.noStack)
 	conv := wf.converter()
 	err = tr.run(ctx, wf.duration, func(ev probes.Event, st *output.Stack) error {
 		return tr.out.Flip(conv.flip(tr.wall(ev.TimeNS), ev, prog.Decode(ev), st))
