@@ -14,8 +14,9 @@ import (
 	"github.com/ngxprobe/ngxprobe/internal/testenv"
 )
 
-// capSysPtrace is the only capability a trace keeps after attaching.
-const capSysPtrace = 1 << 19
+// keptCaps are the capabilities a trace keeps after attaching:
+// CAP_SYS_PTRACE (19) and CAP_BPF (39).
+const keptCaps = 1<<19 | 1<<39
 
 // procCaps reads a process's effective and permitted capability sets.
 func procCaps(t *testing.T, pid int) (eff, prm uint64) {
@@ -37,7 +38,7 @@ func procCaps(t *testing.T, pid int) (eff, prm uint64) {
 
 // TestCapabilities: the capabilities each command needs, tried as a user
 // who holds only those (setpriv with ambient capabilities), and the drop
-// after attach: a running trace keeps CAP_SYS_PTRACE alone, in every
+// after attach: a running trace keeps CAP_SYS_PTRACE and CAP_BPF alone, in every
 // thread, and still delivers events and named stacks, for a worker a
 // reload started too.
 func TestCapabilities(t *testing.T) {
@@ -64,13 +65,13 @@ func TestCapabilities(t *testing.T) {
 		for _, task := range tasks {
 			tid, _ := strconv.Atoi(filepath.Base(task))
 			data, _ := os.ReadFile(filepath.Join(task, "status"))
-			if !strings.Contains(string(data), fmt.Sprintf("CapEff:\t%016x", capSysPtrace)) {
+			if !strings.Contains(string(data), fmt.Sprintf("CapEff:\t%016x", keptCaps)) {
 				t.Errorf("thread %d of ngxprobe after attach:\n%s", tid, data)
 			}
 		}
 		eff, prm := procCaps(t, p.pid())
-		if eff != capSysPtrace || prm != capSysPtrace {
-			t.Errorf("after attach: CapEff %#x CapPrm %#x, want only CAP_SYS_PTRACE (%#x)", eff, prm, capSysPtrace)
+		if eff != keptCaps || prm != keptCaps {
+			t.Errorf("after attach: CapEff %#x CapPrm %#x, want only CAP_SYS_PTRACE and CAP_BPF (%#x)", eff, prm, keptCaps)
 		}
 		s.Reload(t)
 		checkServes(t, base)

@@ -9,15 +9,18 @@ import (
 )
 
 // Capabilities a trace keeps once its probes are attached (and, with
-// stacks, the workers' modules indexed). Reading the
-// ring buffer, the counters and the aggregations goes through file
-// descriptors ngxprobe already holds, and detaching closes them: none of
-// that needs a capability. Naming the frames of workers that a reload
-// starts means reading their /proc/PID/maps and files, which
-// CAP_SYS_PTRACE allows for another user's nginx; it is kept. CAP_BPF,
-// CAP_PERFMON, CAP_SYS_ADMIN and the rest are dropped, from the permitted
-// set too, so that a bug in the long-running part cannot use them.
-var keptCaps = []uintptr{unix.CAP_SYS_PTRACE}
+// stacks, the workers' modules indexed). Reading the ring buffer, the
+// counters and the aggregations goes through file descriptors ngxprobe
+// already holds, but kernels before 6.x with unprivileged BPF disabled
+// (Debian's default, kernel.unprivileged_bpf_disabled=2) refuse every
+// bpf() command without CAP_BPF, map reads by fd included (seen on 5.10:
+// the summary read zeros): CAP_BPF is kept. Naming the frames of workers
+// that a reload starts means reading their /proc/PID/maps and files, which
+// CAP_SYS_PTRACE allows for another user's nginx; it is kept too.
+// CAP_SYS_ADMIN, CAP_PERFMON and the rest are dropped, from the permitted
+// set too: without them no uprobe can be opened, so a bug in the
+// long-running part cannot trace anything new.
+var keptCaps = []uintptr{unix.CAP_BPF, unix.CAP_SYS_PTRACE}
 
 // dropCapabilities keeps only keptCaps, in every thread of the process:
 // Linux capabilities are per thread, and the Go runtime runs many.
