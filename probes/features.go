@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // Sentinel errors for what the machine lacks. The package's errors that
@@ -71,6 +72,12 @@ func CheckSupport() error {
 			}
 			return fmt.Errorf("%w: loading BPF programs needs %s, and opening uprobes CAP_SYS_ADMIN (the kernel's uprobe PMU asks for it); tracing another user's nginx needs CAP_SYS_PTRACE too. Run with sudo, or grant cap_sys_admin,cap_sys_ptrace", ErrPermission, strings.Join(missing, " and "))
 		}
+	}
+	// Feature probes create maps too: before Linux 5.11 those are charged
+	// to the user's RLIMIT_MEMLOCK, which another running trace of the
+	// same user may have used up.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising the memlock limit: %w", err)
 	}
 	checks := []struct {
 		what string

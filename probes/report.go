@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // Feature is one kernel feature ngxprobe uses, and whether this kernel
@@ -32,6 +33,7 @@ type Feature struct {
 // feature probe or bpftrace --info do. It needs the privileges to load
 // programs.
 func Report() []Feature {
+	_ = rlimit.RemoveMemlock() // as CheckSupport: probes create maps
 	have := func(err error) (bool, string) {
 		if err == nil {
 			return true, ""
