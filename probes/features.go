@@ -79,25 +79,33 @@ func CheckSupport() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raising the memlock limit: %w", err)
 	}
-	checks := []struct {
-		what string
-		why  string
-		test func() error
-	}{
-		{"BPF ring buffer (Linux 5.8)", "events travel through it", func() error { return features.HaveMapType(ebpf.RingBuf) }},
-		{"bpf_probe_read_user (Linux 5.5)", "reads nginx's memory", func() error { return features.HaveProgramHelper(ebpf.Kprobe, asm.FnProbeReadUser) }},
-		{"bpf_ringbuf_reserve (Linux 5.8)", "writes events", func() error { return features.HaveProgramHelper(ebpf.Kprobe, asm.FnRingbufReserve) }},
-		{"uprobe PMU (/sys/bus/event_source/devices/uprobe)", "attaches uprobes without tracefs", func() error {
-			_, err := os.Stat("/sys/bus/event_source/devices/uprobe/type")
-			return err
-		}},
-	}
-	for _, c := range checks {
+	for _, c := range requiredChecks {
 		if err := c.test(); err != nil {
 			return checkFailed(c.what, c.why, err)
 		}
 	}
 	return nil
+}
+
+// requiredCheck is a kernel feature ngxprobe cannot trace without;
+// CheckSupport stops at the first missing one, Report lists them all.
+type requiredCheck struct {
+	name, since, what, why, report string
+	test                           func() error
+}
+
+var requiredChecks = []requiredCheck{
+	{"BPF ring buffer", "5.8", "BPF ring buffer (Linux 5.8)", "events travel through it", "events",
+		func() error { return features.HaveMapType(ebpf.RingBuf) }},
+	{"bpf_probe_read_user", "5.5", "bpf_probe_read_user (Linux 5.5)", "reads nginx's memory", "reading nginx's memory",
+		func() error { return features.HaveProgramHelper(ebpf.Kprobe, asm.FnProbeReadUser) }},
+	{"bpf_ringbuf_reserve", "5.8", "bpf_ringbuf_reserve (Linux 5.8)", "writes events", "writing events",
+		func() error { return features.HaveProgramHelper(ebpf.Kprobe, asm.FnRingbufReserve) }},
+	{"uprobe PMU", "4.17", "uprobe PMU (/sys/bus/event_source/devices/uprobe)", "attaches uprobes without tracefs", "uprobes without tracefs (CONFIG_UPROBE_EVENTS)",
+		func() error {
+			_, err := os.Stat("/sys/bus/event_source/devices/uprobe/type")
+			return err
+		}},
 }
 
 // uprobeRefused explains a uprobe the kernel refused for lack of

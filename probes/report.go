@@ -45,14 +45,14 @@ func Report() []Feature {
 		f.Have, f.Detail = have(err)
 		out = append(out, f)
 	}
-	add(Feature{Name: "BPF ring buffer", Since: "5.8", For: "events", Required: true}, features.HaveMapType(ebpf.RingBuf))
-	readUser := features.HaveProgramHelper(ebpf.Kprobe, asm.FnProbeReadUser)
-	if readUser != nil && lockdown() == "confidentiality" {
-		readUser = fmt.Errorf("refused: the kernel is locked down (lockdown=confidentiality, %s)", lockdownFile)
+	for _, c := range requiredChecks {
+		err := c.test()
+		if err != nil && strings.HasPrefix(c.name, "bpf_") && lockdown() == "confidentiality" {
+			// Lockdown takes helpers away; the probe only sees them missing.
+			err = fmt.Errorf("refused: the kernel is locked down (lockdown=confidentiality, %s)", lockdownFile)
+		}
+		add(Feature{Name: c.name, Since: c.since, For: c.report, Required: true}, err)
 	}
-	add(Feature{Name: "bpf_probe_read_user", Since: "5.5", For: "reading nginx's memory", Required: true}, readUser)
-	_, err := os.Stat("/sys/bus/event_source/devices/uprobe/type")
-	add(Feature{Name: "uprobe PMU", Since: "4.17", For: "uprobes without tracefs (CONFIG_UPROBE_EVENTS)", Required: true}, err)
 	_, btfErr := btf.LoadKernelSpec()
 	add(Feature{Name: "kernel BTF", Since: "5.4", For: "following a master's workers; stacks through uretprobes (CONFIG_DEBUG_INFO_BTF)"}, btfErr)
 	add(Feature{Name: "bpf_probe_read_kernel", Since: "5.5", For: "following a master's workers; stacks through uretprobes"}, readKernelRefused())
