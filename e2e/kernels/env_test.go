@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
+	"github.com/ngxprobe/ngxprobe/internal/testenv"
 	"github.com/ngxprobe/ngxprobe/internal/vmtest"
 )
 
@@ -56,7 +57,7 @@ func TestKernelEnvironment(t *testing.T) {
 		}
 	}
 	if kernel.Image == "" {
-		t.Skip("the bookworm kernel is not among NGXPROBE_VM_SUITES")
+		testenv.SkipOrFail(t, "the bookworm kernel is not among NGXPROBE_VM_SUITES")
 	}
 	run := fmt.Sprintf("%s run -o json", bins.ngxprobe)
 	cases := []struct {

@@ -160,7 +160,6 @@ func runKernel(t *testing.T, k vmtest.Kernel, root string, bins binaries) map[st
 		if len(fields) == 2 {
 			code, _ := strconv.Atoi(fields[0])
 			secs, _ := strconv.Atoi(fields[1])
-			r.took = time.Duration(secs) * time.Second
 			r = cell(f, code, string(features))
 			r.took = time.Duration(secs) * time.Second
 		}
