@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/ngxprobe/ngxprobe/lua"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -29,6 +30,8 @@ type Session struct {
 
 	aggregations []*Aggregation
 	watchHits    *ebpf.Map
+	// lua is the Lua walk of Options.Lua, nil without one.
+	lua *lua.Layout
 
 	// AttachTime is how long loading and attaching took.
 	AttachTime time.Duration
@@ -60,7 +63,12 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 	if len(probes) == 0 {
 		return nil, errors.New("no probes to attach")
 	}
-	s := &Session{probes: probes, WatchAttach: opts.WatchAttach}
+	for _, p := range probes {
+		if len(p.LuaChunk) > 0 && opts.Lua == nil {
+			return nil, fmt.Errorf("%s: %w: its filter on %s needs the Lua walk, which this trace has not (the note above says why)", p.Name, ErrNoLuaWalk, LuaChunk)
+		}
+	}
+	s := &Session{probes: probes, WatchAttach: opts.WatchAttach, lua: opts.Lua}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -98,7 +106,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 		stackBytes = DefaultStackBytes
 	}
 	// Programs wake the reader once an eighth of the ring is pending.
-	programs := plan(probes, filter, s.core.events.MaxEntries()/8, stackBytes)
+	programs := plan(probes, filter, s.core.events.MaxEntries()/8, stackBytes, opts.Lua)
 	var returns returnOffsets
 	for _, p := range probes {
 		if p.Stack {

@@ -76,6 +76,10 @@ type program struct {
 	// where: the user's filter; nil passes every hit.
 	where      Cond
 	aggregates []AggregateUpdate
+	// luaChunk filters after the Lua walk: a hit that fails is discarded.
+	luaChunk []LuaChunkMatch
+	// luaState is where the Lua walk starts, nil for the running one.
+	luaState *symbols.Plan
 	// returns locate return addresses replaced by uretprobes, for stacks.
 	returns returnOffsets
 	// prologue, when set, runs first and decides whether the hit counts
@@ -244,6 +248,16 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 				return nil, err
 			}
 		}
+		if p.layout.lua != nil {
+			if err := e.luaWalk(p, p.layout.luaAt, p.layout.lua); err != nil {
+				return nil, err
+			}
+			if len(p.luaChunk) > 0 {
+				if err := e.luaChunkFilter(p.layout.luaAt, p.layout.lua, p.luaChunk, "lua_discarded"); err != nil {
+					return nil, err
+				}
+			}
+		}
 		if p.layout.stackBytes > 0 {
 			e.copyStack(p.layout)
 			e.copyReturns(p.layout, p.returns)
@@ -266,6 +280,9 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 	}
 	if p.where != nil {
 		e.mark("filtered")
+	}
+	if p.emit && p.layout.lua != nil && len(p.luaChunk) > 0 {
+		e.mark("lua_discarded")
 	}
 	if p.isReturn {
 		// The entry's roots are consumed; a nested call gets its own.

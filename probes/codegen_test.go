@@ -176,7 +176,7 @@ func TestPlanCounterSlots(t *testing.T) {
 	g := &symbols.Function{Symbol: "g", Address: 0x2000}
 	saved := &symbols.Plan{Expr: "size", Type: u64, Root: symbols.Root{Reg: symbols.RegRDX}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}}
 	ps := []*Probe{{Function: f, Return: true, Values: []*symbols.Plan{saved}}, {Function: g, Return: true, Values: []*symbols.Plan{saved}}}
-	progs := plan(ps, processFilter{}, 1, 0)
+	progs := plan(ps, processFilter{}, 1, 0, nil)
 	if len(progs) != 4 {
 		t.Fatalf("%d programs, want 2 returns + 2 argument-saving entries", len(progs))
 	}

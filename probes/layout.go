@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/ngxprobe/ngxprobe/lua"
 	"github.com/ngxprobe/ngxprobe/stacks"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
@@ -53,6 +54,10 @@ type layout struct {
 	// stack is the offset of the stack section, 0 when there is none.
 	stack      int
 	stackBytes int
+	// luaAt is the offset of the Lua section, walked with lua, when lua
+	// is set.
+	luaAt int
+	lua   *lua.Layout
 }
 
 // The stack section: the registers the unwinder starts from (by DWARF
@@ -75,6 +80,24 @@ const (
 	// stackChunk is the unit of the fallback copy near the top of the stack.
 	stackChunk = 512
 )
+
+// withLua adds a Lua section for the walk of lj. It goes before the
+// stack section, whose size would put it past 16-bit offsets.
+func (l layout) withLua(lj *lua.Layout) layout {
+	l.luaAt = l.size
+	l.lua = lj
+	l.size += lj.Size()
+	return l
+}
+
+// decodeLua returns the Lua frames the probe copied, or nil.
+func (l layout) decodeLua(rec []byte) *lua.Stack {
+	if l.lua == nil || len(rec) < l.luaAt+l.lua.Size() {
+		return nil
+	}
+	st := l.lua.Decode(rec[l.luaAt : l.luaAt+l.lua.Size()])
+	return &st
+}
 
 // withStack adds a stack section of n bytes (a multiple of stackChunk).
 func (l layout) withStack(n int) layout {

@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"github.com/ngxprobe/ngxprobe/lua"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -11,8 +12,19 @@ type Probe struct {
 	Function *symbols.Function
 	Return   bool
 	Values   []*symbols.Plan
-	// Stack captures registers and the user stack for unwinding.
+	// Stack captures registers and the user stack for unwinding, and,
+	// with Options.Lua, the Lua frames.
 	Stack bool
+	// Lua are values of the Lua walk printed with Values (Options.Lua).
+	Lua []LuaValue
+	// LuaState, when set, is the function's lua_State argument: the Lua
+	// walk starts there, even from a coroutine that is suspended (a
+	// cosocket call waiting to be resumed), instead of from the VM's
+	// running lua_State. Its plan must read a pointer value.
+	LuaState *symbols.Plan
+	// LuaChunk keeps, after the Lua walk, only the hits whose Lua stack
+	// matches every one (Options.Lua); Filter is tested first.
+	LuaChunk []LuaChunkMatch
 	// At is the probe's offset from the function's entry (FUNCTION+OFF
 	// and FILE:LINE probes); return probes are at 0.
 	At uint64
@@ -44,6 +56,9 @@ type Options struct {
 	// WatchAttach forces how a watch reaches its write sites, to compare
 	// the ways; WatchAuto takes the best the kernel has.
 	WatchAttach WatchAttach
+	// Lua, when set, makes every probe with Stack walk the running Lua
+	// stack too (Event.Lua).
+	Lua *lua.Layout
 }
 
 // DefaultStackBytes is the stack copy of a probe with Stack.
@@ -59,7 +74,7 @@ type planned struct {
 // plan turns probes into programs: one per probe, plus an entry program
 // that saves arguments for each return probe whose function has no entry
 // probe of its own.
-func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes int) []planned {
+func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes int, lj *lua.Layout) []planned {
 	// Per function (by entry address): its id in the saved-roots key, and
 	// the roots its return probes need saved at entry.
 	ids := map[functionKey]uint64{}
@@ -87,13 +102,22 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 	for id, p := range probes {
 		addr := keyOf(p.Function)
 		l := newLayout(p.Values)
+		switch {
+		case lj == nil:
+		case p.Stack:
+			l = l.withLua(lj)
+		case len(p.Lua) > 0 || len(p.LuaChunk) > 0:
+			short := *lj
+			short.MaxFrames = min(lj.MaxFrames, whereFrames)
+			l = l.withLua(&short)
+		}
 		if p.Stack {
 			l = l.withStack(stackBytes)
 		}
 		pr := planned{function: p.Function, at: p.At, program: program{
 			probeID: uint32(id), emit: !p.NoEvent, layout: l,
 			isReturn: p.Return, functionID: ids[addr], filter: filter, wakeupBytes: int(wakeupBytes),
-			where: p.Filter, aggregates: p.Aggregates,
+			where: p.Filter, aggregates: p.Aggregates, luaChunk: p.LuaChunk, luaState: p.LuaState,
 		}}
 		if p.Return {
 			pr.savedRoots = roots[addr]
@@ -154,6 +178,9 @@ func (p *Probe) plans() []*symbols.Plan {
 		}
 	}
 	walk(p.Filter)
+	if p.LuaState != nil {
+		out = append(out, p.LuaState)
+	}
 	if p.Diff != nil {
 		out = append(out, p.Diff.Key, p.Diff.Value)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/ngxprobe/ngxprobe/lua"
 	"github.com/ngxprobe/ngxprobe/stacks"
 )
 
@@ -22,6 +23,9 @@ type Event struct {
 	// Stack is set for probes with Stack: registers and stack bytes to
 	// unwind with package stacks.
 	Stack *stacks.Capture
+	// Lua is set for probes with Stack when Options.Lua is: the Lua
+	// frames running at the hit.
+	Lua *lua.Stack
 }
 
 // ErrClosed is returned by Read and ReadRecord after Close.
@@ -110,7 +114,24 @@ func (s *Session) Decode(raw []byte) (ev Event, ok bool, err error) {
 		return Event{}, false, err
 	}
 	ev.Stack = s.layouts[id].decodeStack(raw, int(ev.PID))
+	ev.Lua = s.layouts[id].decodeLua(raw)
+	if len(ev.Probe.Lua) > 0 {
+		ev.Values = s.withLuaValues(ev)
+	}
 	return ev, true, nil
+}
+
+// withLuaValues puts the probe's Lua values among its values.
+func (s *Session) withLuaValues(ev Event) []Value {
+	out := make([]Value, 0, len(ev.Values)+len(ev.Probe.Lua))
+	rest := ev.Values
+	for _, lv := range ev.Probe.Lua {
+		for len(out) < lv.At && len(rest) > 0 {
+			out, rest = append(out, rest[0]), rest[1:]
+		}
+		out = append(out, luaValue(lv, ev.Lua, noLuaWhy(s.lua)))
+	}
+	return append(out, rest...)
 }
 
 // SetDeadline makes Read and ReadRecord return os.ErrDeadlineExceeded

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/ngxprobe/ngxprobe/internal/testenv"
+	"github.com/ngxprobe/ngxprobe/lua"
 	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
@@ -46,6 +47,14 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 		"workers":     {emit: true, layout: newLayout(testPlans()), filter: processFilter{tgid: 1, includeChildren: true, realParentOff: realParent, tgidOff: tgid}},
 		"empty event": {emit: true, layout: newLayout(nil)},
 		"stack":       {emit: true, layout: newLayout(testPlans()).withStack(DefaultStackBytes), wakeupBytes: 4096},
+		// The Lua walk, at its largest, before a stack; from the running
+		// lua_State, from an argument, and with chunk filters.
+		"lua stack":  {emit: true, layout: newLayout(testPlans()).withLua(testLuaLayout(lua.DefaultMaxFrames)).withStack(DefaultStackBytes), wakeupBytes: 4096},
+		"lua from L": {emit: true, layout: newLayout(nil).withLua(testLuaLayout(lua.DefaultMaxFrames)), luaState: &symbols.Plan{Expr: "ctx->L", Type: u64, Root: symbols.Root{Reg: symbols.RegRDI}, Loads: []int64{16}}, wakeupBytes: 4096},
+		"lua return from L": {emit: true, isReturn: true, layout: newLayout(nil).withLua(testLuaLayout(whereFrames)), luaState: &symbols.Plan{Expr: "L", Type: u64, Root: symbols.Root{Reg: symbols.RegRDX}},
+			savedRoots: roots, functionID: 1, wakeupBytes: 4096},
+		"lua filters": {emit: true, layout: newLayout(nil).withLua(testLuaLayout(lua.DefaultMaxFrames)), wakeupBytes: 4096,
+			luaChunk: []LuaChunkMatch{{Chunk: "auth.lua"}, {Chunk: strings.Repeat("x", MaxLuaChunkMatch), Negate: true}}},
 	}
 	for name, p := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -55,6 +64,20 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 			}
 			prog.Close()
 		})
+	}
+}
+
+// testLuaLayout has OpenResty's LuaJIT 2.1 GC64 offsets (amd64) and
+// made-up nginx addresses: the verifier judges the code, not the values.
+func testLuaLayout(frames int) *lua.Layout {
+	return &lua.Layout{
+		CycleAddr: 0x5600_0000_1000, HTTPModuleAddr: 0x5600_0000_2000, LuaModuleAddr: 0x7f00_0000_3000,
+		CycleConfCtx: 8, ModuleCtxIndex: 0, ModuleIndex: 8, ConfCtxMainConf: 8, MainConfLua: 0,
+		StateGlref: 16, StateBase: 32, StateStack: 56, StateCframe: 80,
+		GlobalCurL: 368, GlobalVMState: 184, GlobalJITBase: 376, GlobalToJIT: 848 - 112, JITTrace: 384,
+		TraceStartPt: 64, TraceStartPC: 72, FuncFFID: 10, FuncPC: 32, FuncCF: 40, ProtoSize: 104,
+		ProtoSizeBC: 12, ProtoChunkName: 64, ProtoFirstLine: 72, ProtoNumLine: 76, ProtoLineInfo: 80,
+		StrLen: 20, StrSize: 24, ProtoLo: 12, ProtoHi: 88, MaxFrames: frames,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"debug/dwarf"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -77,12 +78,16 @@ type Aggregation struct {
 var Builtins = []string{"probe", symbols.ReturnValueName}
 
 type compiler struct {
-	img     *symbols.Image
-	fset    *FileSet
-	errs    ErrorList
-	defines map[string]Expr
-	aggs    map[string]*Aggregation
-	prog    *Program
+	img *symbols.Image
+	// luaErr is why the image has no Lua to read, once a Lua value asked
+	// (nil: it has; luaChecked says whether it was looked up).
+	luaErr     error
+	luaChecked bool
+	fset       *FileSet
+	errs       ErrorList
+	defines    map[string]Expr
+	aggs       map[string]*Aggregation
+	prog       *Program
 }
 
 // Compile resolves every probe point, name and type against the image: the
@@ -522,12 +527,23 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 	format := &EventFormat{}
 	nerr := len(c.errs)
 	if p.Filter != nil {
-		pr.Filter = c.cond(c.expand(p.Filter, locals), sc)
+		rest, matches := c.luaFilter(c.expand(p.Filter, locals))
+		if rest != nil {
+			pr.Filter = c.cond(rest, sc)
+		}
+		pr.LuaChunk = matches
 	}
 	for _, st := range p.Body {
 		switch st := st.(type) {
 		case *Print:
 			for _, a := range st.Args {
+				if name, ok := c.luaValue(a, locals); ok {
+					if name != "" {
+						pr.Lua = append(pr.Lua, probes.LuaValue{Name: name, At: len(pr.Values) + len(pr.Lua)})
+						format.Values = append(format.Values, ValueFormat{Name: a.Name, Group: st.Label})
+					}
+					continue
+				}
 				if plan := c.value(a, locals, sc); plan != nil {
 					pr.Values = append(pr.Values, plan)
 					format.Values = append(format.Values, ValueFormat{Name: a.Name, Group: st.Label, Display: displayFor(plan)})
@@ -536,8 +552,16 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 		case *Printf:
 			m := c.message(st)
 			for _, a := range st.Args {
+				if name, ok := c.luaValue(a, locals); ok {
+					if name != "" {
+						m.Args = append(m.Args, len(pr.Values)+len(pr.Lua))
+						pr.Lua = append(pr.Lua, probes.LuaValue{Name: name, At: len(pr.Values) + len(pr.Lua)})
+						format.Values = append(format.Values, ValueFormat{Name: a.Name, Hidden: true})
+					}
+					continue
+				}
 				if plan := c.value(a, locals, sc); plan != nil {
-					m.Args = append(m.Args, len(pr.Values))
+					m.Args = append(m.Args, len(pr.Values)+len(pr.Lua))
 					pr.Values = append(pr.Values, plan)
 					format.Values = append(format.Values, ValueFormat{Name: a.Name, Hidden: true})
 				}
@@ -549,6 +573,9 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 	}
 	if len(c.errs) > nerr {
 		return
+	}
+	if pr.Stack || len(pr.Lua) > 0 || len(pr.LuaChunk) > 0 {
+		pr.LuaState = luaStateArg(sc)
 	}
 	c.prog.Probes = append(c.prog.Probes, pr)
 	c.prog.formats[pr] = format
@@ -609,6 +636,25 @@ func (c *compiler) value(a PrintArg, locals map[string]Expr, sc *scope) *symbols
 		return nil
 	}
 	return plan
+}
+
+// luaValue reports whether a is a value of the Lua walk ($lua_where,
+// $lua_chunk): ok is true for any $lua_ name, and name is "" when it is
+// an error (recorded: a misspelled name, or an nginx without
+// lua-nginx-module).
+func (c *compiler) luaValue(a PrintArg, locals map[string]Expr) (name string, ok bool) {
+	id, isIdent := c.expand(a.X, locals).(*symbols.Ident)
+	if !isIdent || !strings.HasPrefix(id.Name, "$lua") {
+		return "", false
+	}
+	if !slices.Contains(probes.LuaValueNames, id.Name) {
+		c.errorf(id.At, ErrResolve, "", "%s is not a Lua value; there are %s (closest: %s)", id.Name, strings.Join(probes.LuaValueNames, " and "), strings.Join(symbols.Closest(id.Name, probes.LuaValueNames, 1), ", "))
+		return "", true
+	}
+	if c.needLua(id) != nil {
+		return "", true
+	}
+	return id.Name, true
 }
 
 // isPath reports whether x is made of names, members, indexes and casts only.

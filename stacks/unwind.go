@@ -439,3 +439,19 @@ func framePointerStep(regs map[uint64]uint64, mem func(uint64) (uint64, bool), a
 	next := map[uint64]uint64{symbols.RegRBP: savedBP, RegRA: ra, symbols.RegRSP: bp + 16}
 	return next, false, nil
 }
+
+// Symbolize names the code at a process address: a C function that Lua
+// calls, whose address a Lua frame holds. It returns nil when no module
+// of the process maps the address.
+func (u *Unwinder) Symbolize(pid int, addr uint64) []Frame {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil
+	}
+	m, vaddr, err := u.resolve(pid, addr)
+	if err != nil {
+		return nil
+	}
+	return append([]Frame(nil), m.symbolize(vaddr)...)
+}

@@ -91,6 +91,8 @@ type traceFlags struct {
 	stackBytes  int
 	// redact masks secrets before anything is printed (converter).
 	redact redactFlags
+	// noLua: stacks show C frames only, with no Lua walk (OpenResty).
+	noLua bool
 }
 
 func (c *traceFlags) register(fs *flag.FlagSet) {
@@ -99,6 +101,7 @@ func (c *traceFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.duration, "duration", 0, "detach after this long (default: until Ctrl-C)")
 	fs.IntVar(&c.ringBytes, "ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
 	fs.IntVar(&c.stackBytes, "stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per hit (a multiple of 512)")
+	fs.BoolVar(&c.noLua, "no-lua", false, "do not read Lua frames (OpenResty): stacks show C frames only, for a cheaper hit")
 	fs.Var(redactSwitch{&c.redact, true}, "redact", "mask secrets before printing: query-string values, Cookie, Set-Cookie and Authorization headers, and --redact-field values")
 	fs.Var(redactSwitch{&c.redact, false}, "no-redact", "print values unmasked, where redaction is the default (not in run and watch)")
 	fs.Var(redactField{&c.redact}, "redact-field", "also mask every value whose name or expression matches `REGEXP` (repeatable; implies --redact)")

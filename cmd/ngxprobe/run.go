@@ -85,7 +85,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	tr, err := attach(t, program.Probes, &rf.traceFlags, stdout, stderr)
+	tr, err := attach(t, img, program.Probes, &rf.traceFlags, stdout, stderr)
 	if err != nil {
 		return err
 	}

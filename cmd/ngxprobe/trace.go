@@ -16,6 +16,7 @@ import (
 	"github.com/ngxprobe/ngxprobe/internal/target"
 	"github.com/ngxprobe/ngxprobe/probes"
 	"github.com/ngxprobe/ngxprobe/stacks"
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 // pollInterval bounds how long an event waits in the ring buffer before it
@@ -58,18 +59,24 @@ type tracer struct {
 	// module watcher; close waits for them.
 	background sync.WaitGroup
 	delivered  map[*probes.Probe]uint64
+	// luaNames names the functions of Lua frames, nil without a Lua walk.
+	luaNames *luaNamer
 }
 
 // attach attaches the probes to the target and makes the printers. The
 // caller must close the tracer.
-func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, stderr io.Writer) (*tracer, error) {
+func attach(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *traceFlags, stdout, stderr io.Writer) (*tracer, error) {
 	buffered := bufio.NewWriterSize(stdout, 64<<10)
 	out, err := output.New(flags.format, buffered)
 	if err != nil {
 		return nil, fmt.Errorf("%w: -o: %v", errUsage, err)
 	}
 	diag, _ := output.New(flags.format, stderr)
-	sess, err := probes.Attach(t.Path, ps, flags.attachOptions(t))
+	opts := flags.attachOptions(t)
+	if !flags.noLua && (anyStack(ps) || anyLua(ps)) {
+		opts.Lua = luaLayout(img, t, stderr)
+	}
+	sess, err := probes.Attach(t.Path, ps, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +85,12 @@ func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, std
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	unwinder := stacks.NewUnwinder("")
 	unwinder.Debug = flags.debug // module frames get their names from the same debug info
+	var names *luaNamer
+	if opts.Lua != nil {
+		names = newLuaNamer(opts.Lua)
+	}
 	return &tracer{
+		luaNames:  names,
 		target:    t,
 		sess:      sess,
 		unwinder:  unwinder,
@@ -96,6 +108,9 @@ func attach(t *target.Target, ps []*probes.Probe, flags *traceFlags, stdout, std
 func (tr *tracer) close() {
 	tr.background.Wait()
 	tr.unwinder.Close()
+	if tr.luaNames != nil {
+		tr.luaNames.close()
+	}
 	_ = tr.sess.Close()
 }
 
@@ -218,6 +233,10 @@ func (tr *tracer) print(raw []byte, handle func(probes.Event, *output.Stack) err
 	var st *output.Stack
 	if ev.Stack != nil {
 		st = stackOutput(tr.unwinder.Unwind(*ev.Stack))
+		if ev.Lua != nil {
+			tr.luaNames.name(int(ev.PID), ev.Lua)
+			st = withLuaFrames(st, ev.Lua, tr.unwinder, int(ev.PID))
+		}
 	}
 	return handle(ev, st)
 }

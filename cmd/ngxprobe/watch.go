@@ -84,7 +84,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if wf.explain {
 		return explainWatch(stdout, prog, time.Since(start))
 	}
-	tr, err := attach(t, prog.Probes, &wf.traceFlags, stdout, stderr)
+	tr, err := attach(t, img, prog.Probes, &wf.traceFlags, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -39,13 +39,22 @@ type jsonEvent struct {
 }
 
 type jsonFrame struct {
-	Module  string `json:"module"`
-	Address uint64 `json:"address"`
-	Symbol  string `json:"symbol"`
-	Offset  uint64 `json:"offset"`
-	File    string `json:"file,omitempty"`
-	Line    int    `json:"line,omitempty"`
-	Inlined bool   `json:"inlined,omitempty"`
+	Module  string        `json:"module"`
+	Address uint64        `json:"address"`
+	Symbol  string        `json:"symbol"`
+	Offset  uint64        `json:"offset"`
+	File    string        `json:"file,omitempty"`
+	Line    int           `json:"line,omitempty"`
+	Inlined bool          `json:"inlined,omitempty"`
+	Lua     *jsonLuaFrame `json:"lua,omitempty"`
+}
+
+type jsonLuaFrame struct {
+	Kind      string `json:"kind"`
+	Source    string `json:"source,omitempty"`
+	Line      int    `json:"line,omitempty"`
+	FirstLine int    `json:"first_line,omitempty"`
+	Text      string `json:"text"`
 }
 
 type jsonStack struct {
@@ -128,7 +137,10 @@ func toJSONStack(st *Stack) *jsonStack {
 	}
 	out := &jsonStack{Frames: make([]jsonFrame, len(st.Frames)), Truncated: st.Truncated, Reason: st.Reason, Notes: st.Notes}
 	for i, f := range st.Frames {
-		out.Frames[i] = jsonFrame(f)
+		out.Frames[i] = jsonFrame{Module: f.Module, Address: f.Address, Symbol: f.Symbol, Offset: f.Offset, File: f.File, Line: f.Line, Inlined: f.Inlined}
+		if f.Lua != nil {
+			out.Frames[i].Lua = &jsonLuaFrame{Kind: f.Lua.Kind, Source: f.Lua.Source, Line: f.Lua.Line, FirstLine: f.Lua.FirstLine, Text: f.Lua.Text}
+		}
 	}
 	return out
 }

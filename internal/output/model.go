@@ -69,6 +69,26 @@ type Frame struct {
 	File    string
 	Line    int
 	Inlined bool
+	// Lua is set for a frame of Lua code (OpenResty), placed where the
+	// LuaJIT VM ran it; the fields above are then empty.
+	Lua *LuaFrame
+}
+
+// LuaFrame is one Lua frame, as debug.traceback() names it.
+type LuaFrame struct {
+	// Kind is "lua", "main" (a main chunk), "C" (a C function Lua
+	// called), "builtin" (a LuaJIT fast function) or "trace" (JIT-compiled
+	// code, whose inlined frames are not known).
+	Kind string
+	// Source is debug.traceback()'s short_src: "auth.lua",
+	// "access_by_lua(nginx.conf:14)".
+	Source string
+	// Line is the current line, 0 when not known; FirstLine is where the
+	// function is defined.
+	Line, FirstLine int
+	// Text is the line debug.traceback() prints for the frame, or for a
+	// trace what is known of it.
+	Text string
 }
 
 // Stack is an unwound user stack.

@@ -118,6 +118,10 @@ func writeStack(b *strings.Builder, st *Stack) {
 	}
 	b.WriteString("  stack:\n")
 	for _, f := range st.Frames {
+		if f.Lua != nil {
+			fmt.Fprintf(b, "    %8s  [lua] %s\n", "", Escape(f.Lua.Text))
+			continue
+		}
 		name := Escape(f.Symbol)
 		switch {
 		case name == "":
