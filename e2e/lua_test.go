@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -459,4 +460,106 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// luaCosocketEOF reads from a backend that closed before the read: the
+// FIN is pending, so the recv inside the Lua call sees it.
+const luaCosocketEOF = `
+        location = /cosocket-eof {
+            content_by_lua_block {
+                local sock = ngx.socket.tcp()
+                local ok, err = sock:connect("127.0.0.1", %d)
+                if not ok then ngx.say("connect: ", err) return end
+                ngx.sleep(0.2)
+                local line, err = sock:receive("*l") -- the read that sees EOF
+                ngx.say("receive: ", tostring(line), " ", tostring(err))
+            }
+        }`
+
+// TestLuaWatch: watch c->read->eof shows the Lua code whose cosocket
+// read hit EOF: the flip's stack has the Lua frame of the receive line.
+func TestLuaWatch(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	b := nginxtest.BuildOpenResty(t)
+	nginxtest.InstallOpenResty(t, b)
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			c.Close() // FIN at once
+		}
+	}()
+	port := nginxtest.FreePort(t)
+	srv := nginxtest.StartPackaged(t, nginxtest.LuaConfig(nginxtest.Config{HTTP: fmt.Sprintf(`
+    server {
+        listen 127.0.0.1:%d;
+%s
+    }`, port, fmt.Sprintf(luaCosocketEOF, backend.Addr().(*net.TCPAddr).Port))}))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	p := startProbe(t, "watch", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json", "c->read->eof")
+	code, body := httpGet(t, base+"/cosocket-eof")
+	if code != 200 || body != "receive: nil closed\n" {
+		t.Fatalf("/cosocket-eof: %d %q", code, body)
+	}
+	// The chunk's line of the receive call: Lua line 1 is the line of the
+	// block's "{" in nginx.conf.
+	conf := strings.Split(readConf(t, srv), "\n")
+	first, recvLine := 0, 0
+	for i, l := range conf {
+		if strings.Contains(l, "content_by_lua_block {") {
+			first = i + 1
+		}
+		if strings.Contains(l, "-- the read that sees EOF") {
+			recvLine = i + 1 - first + 1
+		}
+	}
+	want := fmt.Sprintf("content_by_lua(nginx.conf:%d):%d: in main chunk", first, recvLine)
+	type luaFlip struct {
+		Flip  Flip       `json:"flip"`
+		Stack *jsonStack `json:"stack"`
+	}
+	var got luaFlip
+	if !waitUntil(eventTimeout, func() bool {
+		for _, f := range jsonLines[luaFlip](t, p) {
+			if f.Flip.Role == "upstream" && f.Flip.New == 1 && f.Stack != nil {
+				got = f
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("no eof flip on the cosocket's connection: %s", p)
+	}
+	stopProbeOK(t, p)
+	texts := luaTexts(got.Stack)
+	t.Logf("flip in %s at %s:%d; Lua frames:\n\t%s", got.Flip.Function, got.Flip.File, got.Flip.Line, strings.Join(texts, "\n\t"))
+	if got.Flip.Function != "ngx_unix_recv" {
+		t.Errorf("eof flipped in %s, want ngx_unix_recv", got.Flip.Function)
+	}
+	if len(texts) != 2 || texts[0] != "[C]: in function ngx_http_lua_socket_tcp_receive" || texts[1] != want {
+		t.Errorf("Lua frames %q, want the C function receive and %q", texts, want)
+	}
+	// The Lua frames stand where the VM ran them: above lj_BC_FUNCC.
+	for i, f := range got.Stack.Frames {
+		if f.Lua != nil && i+1 < len(got.Stack.Frames) && got.Stack.Frames[i+1].Lua == nil && got.Stack.Frames[i+1].Symbol != "lj_BC_FUNCC" {
+			t.Errorf("the last Lua frame is followed by %q, want the VM's lj_BC_FUNCC", got.Stack.Frames[i+1].Symbol)
+		}
+	}
+}
+
+// readConf is the nginx.conf the server runs.
+func readConf(t *testing.T, srv *nginxtest.Server) string {
+	data, err := os.ReadFile(filepath.Join(srv.Dir(), "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

@@ -19,7 +19,15 @@ const (
 	SecVMState   = 4  // i32: global_State.vmstate
 	SecState     = 8  // u64: the running lua_State
 	SecTrace     = 16 // u64: the running GCtrace, 0 outside traces
-	SecTraceRec  = 24 // a frame record: the trace's start (proto and pc)
+	// The walk's own state, kept in the record rather than on the BPF
+	// stack: the verifier tracks no value it reads back from here, so
+	// every frame starts from the same state and verifying the unrolled
+	// walk stays linear in its frames.
+	SecWalkFrame = 24 // u64: the frame being read (its link slot)
+	SecWalkBot   = 32 // u64: lua_State.stack + one slot: the walk ends there
+	SecWalkPC    = 40 // u64: the current PC of the next frame down, 0 unknown
+	SecWalkChunk = 48 // u64: the last chunk name read
+	SecTraceRec  = 56 // a frame record: the trace's start (proto and pc)
 	SecFrameRecs = SecTraceRec + FrameSize
 
 	// One frame record.

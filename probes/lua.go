@@ -163,16 +163,12 @@ func noLuaWhy(lj *lua.Layout) string {
 	return fmt.Sprintf("no Lua walk (%s)", lj.Library)
 }
 
-// Stack slots of the Lua walk, below the prefix cache.
+// Stack slots of the Lua walk, below the prefix cache; what the walk
+// carries from frame to frame is in the record (lua.SecWalk*).
 const (
-	luaTop       = cacheTop - 8*maxCacheSlots
-	luaFrameSlot = luaTop      // the frame being read (its link slot)
-	luaBotSlot   = luaTop - 8  // lua_State.stack + one slot: the walk ends there
-	luaPCSlot    = luaTop - 16 // the current PC of the next frame down, 0 unknown
-	luaChunkSlot = luaTop - 24 // the last chunk name read
-	luaTmpSlot   = luaTop - 32 // helper reads land here
-	luaGSlot     = luaTop - 40 // global_State
-	luaTmp2Slot  = luaTop - 48 // a second read
+	luaTop     = cacheTop - 8*maxCacheSlots
+	luaTmpSlot = luaTop     // helper reads land here
+	luaGSlot   = luaTop - 8 // global_State
 )
 
 // gcMask is LJ_GCVMASK: the pointer bits of a GC64 TValue.
@@ -205,7 +201,7 @@ func (e *emitter) luaWalk(p program, sec int, lj *lua.Layout) error {
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(regEvent, s+lua.SecState, asm.R1, asm.DWord),
 		asm.StoreMem(regEvent, s+lua.SecTrace, asm.R1, asm.DWord),
-		asm.StoreMem(asm.RFP, luaChunkSlot, asm.R1, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkChunk, asm.R1, asm.DWord),
 		asm.StoreImm(regEvent, s+lua.SecTraceRec+lua.FrFlags, 0, asm.Byte),
 	)
 
@@ -289,8 +285,8 @@ func (e *emitter) luaWalk(p program, sec int, lj *lua.Layout) error {
 	}
 	// Frames are left: the stack is deeper than the copy.
 	e.emit(
-		asm.LoadMem(regBase, asm.RFP, luaFrameSlot, asm.DWord),
-		asm.LoadMem(asm.R1, asm.RFP, luaBotSlot, asm.DWord),
+		asm.LoadMem(regBase, regEvent, s+lua.SecWalkFrame, asm.DWord),
+		asm.LoadMem(asm.R1, regEvent, s+lua.SecWalkBot, asm.DWord),
 		asm.JLE.Reg(regBase, asm.R1, ok),
 		asm.LoadMem(asm.R1, regEvent, s+lua.SecFlags, asm.Byte),
 		asm.Or.Imm(asm.R1, lua.SecTruncated),
@@ -319,15 +315,15 @@ func (e *emitter) luaStackTop(s int16, lj *lua.Layout, fault string) {
 	e.emit(
 		asm.LoadMem(asm.R1, asm.RFP, luaTmpSlot, asm.DWord),
 		asm.Add.Imm(asm.R1, 8), // stack[0] is the thread itself (LJ_FR2)
-		asm.StoreMem(asm.RFP, luaBotSlot, asm.R1, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkBot, asm.R1, asm.DWord),
 	)
 	e.readTo(asm.RFP, luaTmpSlot, 8, lj.StateBase, fault)
 	e.emit(
 		asm.LoadMem(asm.R1, asm.RFP, luaTmpSlot, asm.DWord),
 		asm.Add.Imm(asm.R1, -8), // the frame slot is base-1
-		asm.StoreMem(asm.RFP, luaFrameSlot, asm.R1, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkFrame, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, luaPCSlot, asm.R1, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkPC, asm.R1, asm.DWord),
 	)
 }
 
@@ -372,7 +368,7 @@ func (e *emitter) luaTrace(s int16, lj *lua.Layout) {
 		asm.LoadMem(asm.R1, asm.RFP, luaTmpSlot, asm.DWord),
 		asm.JEq.Imm(asm.R1, 0, out),
 		asm.Add.Imm(asm.R1, -8),
-		asm.StoreMem(asm.RFP, luaFrameSlot, asm.R1, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkFrame, asm.R1, asm.DWord),
 		// J = G - offsetof(GG_State, g) + offsetof(GG_State, J)
 		asm.Add.Imm(regBase, int32(lj.GlobalToJIT)),
 	)
@@ -393,13 +389,13 @@ func (e *emitter) luaTrace(s int16, lj *lua.Layout) {
 		asm.Add.Imm(regBase, int32(lj.ProtoSize)), // the bytecode follows the proto
 		asm.StoreMem(regEvent, rec+lua.FrFn, regBase, asm.DWord),
 	)
-	e.luaProto(rec, lj, false, out)
+	e.luaProto(s, rec, lj, false, out)
 	e.mark(out)
 	e.emit(asm.Mov.Imm(asm.R0, 0))
 }
 
-// luaFrame reads frame i, whose link slot is at luaFrameSlot, and moves
-// luaFrameSlot to the frame below; a frame at or below the bottom ends
+// luaFrame reads frame i, whose link slot is at lua.SecWalkFrame, and
+// moves lua.SecWalkFrame to the frame below; a frame at or below the bottom ends
 // the walk at end.
 func (e *emitter) luaFrame(s int16, lj *lua.Layout, i int, end string) {
 	rec := s + lua.SecFrameRecs + int16(i*lua.FrameSize)
@@ -407,11 +403,11 @@ func (e *emitter) luaFrame(s int16, lj *lua.Layout, i int, end string) {
 	nonLua := e.label("lua_nonlua")
 	next := e.label("lua_next")
 	e.emit(
-		asm.LoadMem(regBase, asm.RFP, luaFrameSlot, asm.DWord),
-		asm.LoadMem(asm.R1, asm.RFP, luaBotSlot, asm.DWord),
+		asm.LoadMem(regBase, regEvent, s+lua.SecWalkFrame, asm.DWord),
+		asm.LoadMem(asm.R1, regEvent, s+lua.SecWalkBot, asm.DWord),
 		asm.JLE.Reg(regBase, asm.R1, end),
 		asm.StoreImm(regEvent, rec+lua.FrFlags, 0, asm.Byte),
-		asm.LoadMem(asm.R1, asm.RFP, luaPCSlot, asm.DWord),
+		asm.LoadMem(asm.R1, regEvent, s+lua.SecWalkPC, asm.DWord),
 		asm.StoreMem(regEvent, rec+lua.FrPC, asm.R1, asm.DWord),
 	)
 	// The function slot and the link, below base.
@@ -429,7 +425,7 @@ func (e *emitter) luaFrame(s int16, lj *lua.Layout, i int, end string) {
 		asm.JNE.Imm(asm.R1, 0, prev), // not a Lua function
 		asm.LoadMem(regBase, regEvent, rec+lua.FrFn+int16(lj.FuncPC), asm.DWord),
 	)
-	e.luaProto(rec, lj, true, prev)
+	e.luaProto(s, rec, lj, true, prev)
 
 	// The frame below: a Lua link is the return PC into the caller, whose
 	// CALL instruction's A operand sizes the caller's frame.
@@ -439,7 +435,7 @@ func (e *emitter) luaFrame(s int16, lj *lua.Layout, i int, end string) {
 		asm.Mov.Reg(asm.R2, regBase),
 		asm.And.Imm(asm.R2, 3),
 		asm.JNE.Imm(asm.R2, 0, nonLua),
-		asm.StoreMem(asm.RFP, luaPCSlot, regBase, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkPC, regBase, asm.DWord),
 	)
 	e.readTo(asm.RFP, luaTmpSlot, 4, -4, end)
 	e.emit(
@@ -448,9 +444,9 @@ func (e *emitter) luaFrame(s int16, lj *lua.Layout, i int, end string) {
 		asm.And.Imm(asm.R1, 0xff),
 		asm.Add.Imm(asm.R1, 2),
 		asm.LSh.Imm(asm.R1, 3),
-		asm.LoadMem(regBase, asm.RFP, luaFrameSlot, asm.DWord),
+		asm.LoadMem(regBase, regEvent, s+lua.SecWalkFrame, asm.DWord),
 		asm.Sub.Reg(regBase, asm.R1),
-		asm.StoreMem(asm.RFP, luaFrameSlot, regBase, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkFrame, regBase, asm.DWord),
 		asm.Ja.Label(next),
 	)
 	// Otherwise a delta with the type in the low 3 bits; a continuation
@@ -459,20 +455,20 @@ func (e *emitter) luaFrame(s int16, lj *lua.Layout, i int, end string) {
 	skipCont := e.label("lua_nocont")
 	e.emit(
 		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, luaPCSlot, asm.R1, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkPC, asm.R1, asm.DWord),
 		asm.Mov.Reg(asm.R2, regBase),
 		asm.And.Imm(asm.R2, 7),
 		asm.JNE.Imm(asm.R2, 2, skipCont), // FRAME_CONT
-		asm.LoadMem(regBase, asm.RFP, luaFrameSlot, asm.DWord),
+		asm.LoadMem(regBase, regEvent, s+lua.SecWalkFrame, asm.DWord),
 	)
-	e.readTo(asm.RFP, luaPCSlot, 8, -16, skipCont)
+	e.readTo(regEvent, s+lua.SecWalkPC, 8, -16, skipCont)
 	e.mark(skipCont)
 	e.emit(
 		asm.LoadMem(asm.R1, regEvent, rec+lua.FrLink, asm.DWord),
 		asm.And.Imm(asm.R1, -8),
-		asm.LoadMem(regBase, asm.RFP, luaFrameSlot, asm.DWord),
+		asm.LoadMem(regBase, regEvent, s+lua.SecWalkFrame, asm.DWord),
 		asm.Sub.Reg(regBase, asm.R1),
-		asm.StoreMem(asm.RFP, luaFrameSlot, regBase, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkFrame, regBase, asm.DWord),
 	)
 	e.mark(next)
 	e.emit(asm.Mov.Imm(asm.R0, 0))
@@ -483,7 +479,7 @@ func (e *emitter) luaFrame(s int16, lj *lua.Layout, i int, end string) {
 // record, and its chunk name (unless it is the one read last).
 // afterCall: the PC is a return address, one past the current
 // instruction. Every exit goes to out.
-func (e *emitter) luaProto(rec int16, lj *lua.Layout, afterCall bool, out string) {
+func (e *emitter) luaProto(s, rec int16, lj *lua.Layout, afterCall bool, out string) {
 	proto := rec + lua.FrProto
 	at := func(off int64) int16 { return proto + int16(off-lj.ProtoLo) }
 	e.readTo(regEvent, proto, int(lj.ProtoHi-lj.ProtoLo), -lj.ProtoSize+lj.ProtoLo, out)
@@ -546,12 +542,12 @@ func (e *emitter) luaProto(rec int16, lj *lua.Layout, afterCall bool, out string
 	long := e.label("lua_long")
 	e.emit(
 		asm.LoadMem(regBase, regEvent, at(lj.ProtoChunkName), asm.DWord),
-		asm.LoadMem(asm.R1, asm.RFP, luaChunkSlot, asm.DWord),
+		asm.LoadMem(asm.R1, regEvent, s+lua.SecWalkChunk, asm.DWord),
 		asm.JEq.Reg(regBase, asm.R1, same),
 	)
 	e.readTo(regEvent, rec+lua.FrChunkLen, 4, lj.StrLen, out)
 	e.emit(
-		asm.StoreMem(asm.RFP, luaChunkSlot, regBase, asm.DWord),
+		asm.StoreMem(regEvent, s+lua.SecWalkChunk, regBase, asm.DWord),
 		asm.LoadMem(asm.R2, regEvent, rec+lua.FrChunkLen, asm.Word),
 		asm.JEq.Imm(asm.R2, 0, out),
 		asm.JGT.Imm(asm.R2, lua.ChunkCap, long),

@@ -2,6 +2,8 @@ package probes
 
 import (
 	"errors"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -113,5 +115,38 @@ func TestEventTooLarge(t *testing.T) {
 	_, err := generate(program{emit: true, layout: newLayout([]*symbols.Plan{huge})}, fakeMaps)
 	if err == nil || !strings.Contains(err.Error(), "split them across probes") {
 		t.Fatalf("err = %v, want the event size limit", err)
+	}
+}
+
+// The Lua walk is unrolled; its verification must stay linear in its
+// frames. Kept on the BPF stack, the walk's state picked up value ranges
+// that differed frame by frame: 24 frames took the verifier 200k
+// instructions and half a second per program, and a watch with dozens
+// of programs took 17 s to attach.
+func TestLuaWalkVerifierCost(t *testing.T) {
+	s := loadingSession(t, 16)
+	m := s.core.fds()
+	processed := map[int]int{}
+	for _, frames := range []int{4, lua.DefaultMaxFrames} {
+		p := program{emit: true, layout: newLayout(nil).withLua(testLuaLayout(frames)), wakeupBytes: 4096}
+		insns, err := generate(p, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.Kprobe, Instructions: insns, License: "GPL"}, ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats := regexp.MustCompile(`processed (\d+) insns`).FindStringSubmatch(prog.VerifierLog)
+		prog.Close()
+		if stats == nil {
+			t.Fatalf("no statistics in the verifier log: %q", prog.VerifierLog)
+		}
+		processed[frames], _ = strconv.Atoi(stats[1])
+		t.Logf("%d frames: %d instructions, %d processed by the verifier", frames, len(insns), processed[frames])
+	}
+	// Linear: 6 times the frames may cost at most 10 times the work.
+	if processed[lua.DefaultMaxFrames] > 10*processed[4] {
+		t.Errorf("the verifier processed %d instructions for %d frames, %d for 4: the walk's cost grows faster than its frames", processed[lua.DefaultMaxFrames], lua.DefaultMaxFrames, processed[4])
 	}
 }
