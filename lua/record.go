@@ -12,13 +12,13 @@ import (
 // offsets; Decode reads them.
 const (
 	// Header.
-	SecStatus    = 0  // u8: Status
-	SecFrames    = 1  // u8: frame records written
-	SecFlags     = 2  // u8: SecTruncated, SecSuspended
-	SecStep      = 3  // u8: the read that failed, for StatusFault
-	SecVMState   = 4  // i32: global_State.vmstate
-	SecState     = 8  // u64: the running lua_State
-	SecTrace     = 16 // u64: the running GCtrace, 0 outside traces
+	SecStatus  = 0  // u8: Status
+	SecFrames  = 1  // u8: frame records written
+	SecFlags   = 2  // u8: SecTruncated, SecSuspended
+	SecStep    = 3  // u8: the read that failed, for StatusFault
+	SecVMState = 4  // i32: global_State.vmstate
+	SecState   = 8  // u64: the running lua_State
+	SecTrace   = 16 // u64: the running GCtrace, 0 outside traces
 	// The walk's own state, kept in the record rather than on the BPF
 	// stack: the verifier tracks no value it reads back from here, so
 	// every frame starts from the same state and verifying the unrolled
