@@ -112,9 +112,11 @@ func (e *emitter) luaChunkFilter(sec int, lj *lua.Layout, matches []LuaChunkMatc
 		}
 		keep := e.label("lua_keep")
 		e.mark(dropped)
+		// No wakeup: a discarded record is nothing to read, and waking the
+		// reader for each costs more than the walk.
 		e.emit(
 			asm.Mov.Reg(asm.R1, regEvent),
-			asm.Mov.Imm(asm.R2, 0),
+			asm.Mov.Imm(asm.R2, rbNoWakeup),
 			asm.FnRingbufDiscard.Call(),
 			asm.Ja.Label(drop),
 		)

@@ -110,6 +110,26 @@
 // prints the hit; a probe whose body has no print, printf or stack (only
 // aggregations, say) prints nothing per hit.
 //
+// # Lua (OpenResty)
+//
+// On nginx with lua-nginx-module, stack also shows the Lua frames
+// (package lua), and two names print where the Lua code is: $lua_where,
+// "FILE:LINE" of the innermost Lua frame of the gateway's own code
+// (lua-resty-core's frames are passed over), and $lua_chunk, its chunk as
+// debug.traceback() names it. A filter may compare $lua_chunk with a
+// string literal, == or !=: the hit is kept when a Lua function of its
+// stack runs that chunk (or, for !=, none does); the literal is the chunk
+// or the end of a path after a "/" ("auth.lua" matches
+// /etc/nginx/lua/auth.lua). The comparison runs in the kernel after the
+// Lua walk, so it is joined to the rest of the filter with && (not under
+// || or !):
+//
+//	ngx_http_lua_ffi_exit / status == 444 && $lua_chunk == "auth.lua" / { print($lua_where) }
+//
+// When the probed function has a lua_State *L argument, the walk starts
+// from it: a coroutine about to be resumed shows the code that waited.
+// Without lua-nginx-module in the image, these names are errors.
+//
 // # Aggregations
 //
 // @name[keys] = count() counts hits per key in a kernel map, sum, min,
