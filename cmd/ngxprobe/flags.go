@@ -93,6 +93,8 @@ type traceFlags struct {
 	redact redactFlags
 	// noLua: stacks show C frames only, with no Lua walk (OpenResty).
 	noLua bool
+	// allNginx follows every nginx master on the host (fleet.go).
+	allNginx bool
 }
 
 func (c *traceFlags) register(fs *flag.FlagSet) {
@@ -101,6 +103,7 @@ func (c *traceFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.duration, "duration", 0, "detach after this long (default: until Ctrl-C)")
 	fs.IntVar(&c.ringBytes, "ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
 	fs.IntVar(&c.stackBytes, "stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per hit (a multiple of 512)")
+	fs.BoolVar(&c.allNginx, "all-nginx", false, "trace every nginx master on the host, in every container, as they start and stop (instead of -p or --binary)")
 	fs.BoolVar(&c.noLua, "no-lua", false, "do not read Lua frames (OpenResty): stacks show C frames only, for a cheaper hit")
 	fs.Var(redactSwitch{&c.redact, true}, "redact", "mask secrets before printing: query-string values, Cookie, Set-Cookie and Authorization headers, and --redact-field values")
 	fs.Var(redactSwitch{&c.redact, false}, "no-redact", "print values unmasked, where redaction is the default (not in run and watch)")
@@ -111,6 +114,9 @@ func (c *traceFlags) register(fs *flag.FlagSet) {
 func (c *traceFlags) check() error {
 	if _, err := output.New(c.format, io.Discard); err != nil {
 		return fmt.Errorf("%w: -o: %v", errUsage, err)
+	}
+	if c.allNginx && (c.pid != 0 || c.binary != "" || len(c.modules) > 0) {
+		return fmt.Errorf("%w: --all-nginx finds every nginx itself: give it without -p, --binary or --module", errUsage)
 	}
 	return nil
 }

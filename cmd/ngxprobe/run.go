@@ -71,17 +71,39 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// compile resolves the probes against one nginx: the target, or each
+	// executable of the fleet with --all-nginx.
+	compile := func(img *symbols.Image) (*script.Program, error) {
+		p := parsed
+		if rf.stacks {
+			var err error
+			if p, err = script.ParseText(name, text+probeset.CloseStacks(img.HasFunction), nil); err != nil {
+				return nil, err
+			}
+		}
+		return script.Compile(img, p)
+	}
+	conv := rf.converter()
+	if rf.allNginx {
+		return runFleet(ctx, &rf.traceFlags, stdout, stderr, func(img *symbols.Image) (*fleetProgram, error) {
+			program, err := compile(img)
+			if err != nil {
+				return nil, err
+			}
+			return &fleetProgram{
+				probes: program.Probes,
+				handle: func(tr *tracer) func(probes.Event, *output.Stack) error { return runHandler(tr, program, conv) },
+				done:   func(tr *tracer) error { return printAggregates(tr, program, conv) },
+			}, nil
+		})
+	}
+
 	t, img, start, err := rf.open(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	if rf.stacks {
-		if parsed, err = script.ParseText(name, text+probeset.CloseStacks(img.HasFunction), nil); err != nil {
-			return err
-		}
-	}
-	program, err := script.Compile(img, parsed)
+	program, err := compile(img)
 	if err != nil {
 		return err
 	}
@@ -92,25 +114,36 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer tr.close()
 	printAttachSummary(stderr, t, img, program.Probes, time.Since(start))
 	tr.settle(anyStack(program.Probes))
-	conv := rf.converter()
-	err = tr.run(ctx, rf.duration, func(ev probes.Event, st *output.Stack) error {
+	if err := tr.run(ctx, rf.duration, runHandler(tr, program, conv)); err != nil {
+		return err
+	}
+	if err := printAggregates(tr, program, conv); err != nil {
+		return err
+	}
+	return tr.finish()
+}
+
+// runHandler prints an event of a script's probes: a flip for a watch,
+// else the event with its values as the script names them.
+func runHandler(tr *tracer, program *script.Program, conv converter) func(probes.Event, *output.Stack) error {
+	return func(ev probes.Event, st *output.Stack) error {
 		if w := program.Watch(ev.Probe); w != nil {
 			return tr.out.Flip(conv.flip(tr.wall(ev.TimeNS), ev, w.Decode(ev), st))
 		}
 		return tr.out.Event(conv.event(tr.wall(ev.TimeNS), ev, program.Format(ev.Probe), st))
-	})
-	if err != nil {
+	}
+}
+
+// printAggregates prints the script's aggregations, read from the
+// kernel, at the end of a trace.
+func printAggregates(tr *tracer, program *script.Program, conv converter) error {
+	if len(program.Aggregations) == 0 {
+		return nil
+	}
+	if err := tr.out.Aggregates(conv.aggregates(program.Aggregations, tr.sess.Aggregates())); err != nil {
 		return err
 	}
-	if len(program.Aggregations) > 0 {
-		if err := tr.out.Aggregates(conv.aggregates(program.Aggregations, tr.sess.Aggregates())); err != nil {
-			return err
-		}
-		if err := tr.buffered.Flush(); err != nil {
-			return err
-		}
-	}
-	return tr.finish()
+	return tr.buffered.Flush()
 }
 
 // flagsScript is the script that --probe flags stand for.

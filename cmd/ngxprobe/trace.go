@@ -61,6 +61,9 @@ type tracer struct {
 	delivered  map[*probes.Probe]uint64
 	// luaNames names the functions of Lua frames, nil without a Lua walk.
 	luaNames *luaNamer
+	// keepCaps: settle drops no capability (--all-nginx attaches to
+	// masters that start later).
+	keepCaps bool
 }
 
 // attach attaches the probes to the target and makes the printers. The
@@ -71,6 +74,13 @@ func attach(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *tra
 	if err != nil {
 		return nil, fmt.Errorf("%w: -o: %v", errUsage, err)
 	}
+	return attachTo(t, img, ps, flags, out, buffered, stderr)
+}
+
+// attachTo is attach with the printer given: --all-nginx shares one among
+// the tracers of its executables. buffered is flushed when the reader has
+// caught up.
+func attachTo(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *traceFlags, out output.Printer, buffered *bufio.Writer, stderr io.Writer) (*tracer, error) {
 	diag, _ := output.New(flags.format, stderr)
 	opts := flags.attachOptions(t)
 	if !flags.noLua && (anyStack(ps) || anyLua(ps)) {
@@ -127,6 +137,9 @@ func (tr *tracer) wall(ns uint64) time.Time { return tr.bootWall.Add(time.Durati
 // same files, found again by path.
 func (tr *tracer) settle(stacks bool) {
 	drop := func() {
+		if tr.keepCaps {
+			return
+		}
 		if err := dropCapabilities(); err != nil {
 			fmt.Fprintf(tr.stderr, "ngxprobe: note: capabilities not dropped after attach: %v\n", err)
 		}

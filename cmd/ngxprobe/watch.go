@@ -12,6 +12,7 @@ import (
 
 	"github.com/ngxprobe/ngxprobe/internal/output"
 	"github.com/ngxprobe/ngxprobe/probes"
+	"github.com/ngxprobe/ngxprobe/symbols"
 	"github.com/ngxprobe/ngxprobe/watch"
 	"github.com/ngxprobe/ngxprobe/watch/flips"
 )
@@ -64,11 +65,6 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := flips.ParseExpr(pos[0]); err != nil {
 		return err
 	}
-	t, img, start, err := wf.open(ctx, !wf.explain)
-	if err != nil {
-		return err
-	}
-	defer img.Close()
 	opts := flips.Options{Mode: m, Stack: !wf.noStack, AllSites: wf.allSites}
 	for _, a := range wf.at {
 		fn, key, _ := strings.Cut(a, ":")
@@ -77,9 +73,45 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		opts.DiffPoints = append(opts.DiffPoints, flips.DiffPoint{Function: fn, Key: key, Return: true})
 	}
-	prog, err := flips.Prepare(img.Main(), pos[0], opts)
+	prepare := func(img *symbols.Image) (*flips.Program, error) {
+		prog, err := flips.Prepare(img.Main(), pos[0], opts)
+		if err != nil {
+			return nil, watchAdvice(err)
+		}
+		return prog, nil
+	}
+	if wf.allNginx {
+		if wf.explain {
+			return fmt.Errorf("%w: --explain analyses one nginx: give -p or --binary", errUsage)
+		}
+		conv := wf.converter()
+		return runFleet(ctx, &wf.traceFlags, stdout, stderr, func(img *symbols.Image) (*fleetProgram, error) {
+			prog, err := prepare(img)
+			if err != nil {
+				return nil, err
+			}
+			return &fleetProgram{
+				probes: prog.Probes,
+				handle: func(tr *tracer) func(probes.Event, *output.Stack) error {
+					return func(ev probes.Event, st *output.Stack) error {
+						return tr.out.Flip(conv.flip(tr.wall(ev.TimeNS), ev, prog.Decode(ev), st))
+					}
+				},
+				done: func(tr *tracer) error {
+					printHotSites(stderr, prog, tr.sess.WatchHits())
+					return nil
+				},
+			}, nil
+		})
+	}
+	t, img, start, err := wf.open(ctx, !wf.explain)
 	if err != nil {
-		return watchAdvice(err)
+		return err
+	}
+	defer img.Close()
+	prog, err := prepare(img)
+	if err != nil {
+		return err
 	}
 	if wf.explain {
 		return explainWatch(stdout, prog, time.Since(start))

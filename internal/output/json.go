@@ -27,7 +27,26 @@ type jsonValue struct {
 	Role     string `json:"role,omitempty"`
 }
 
+// jsonOrigin is the "nginx" object of a hit with --all-nginx.
+type jsonOrigin struct {
+	MasterPID     int    `json:"master_pid"`
+	Binary        string `json:"binary"`
+	ContainerID   string `json:"container_id,omitempty"`
+	PodName       string `json:"k8s_pod_name,omitempty"`
+	PodNamespace  string `json:"k8s_namespace_name,omitempty"`
+	ContainerName string `json:"k8s_container_name,omitempty"`
+}
+
+func toJSONOrigin(o *Origin) *jsonOrigin {
+	if o == nil {
+		return nil
+	}
+	j := jsonOrigin(*o)
+	return &j
+}
+
 type jsonEvent struct {
+	Nginx    *jsonOrigin `json:"nginx,omitempty"`
 	Time     string      `json:"time"`
 	PID      uint32      `json:"pid"`
 	TID      uint32      `json:"tid"`
@@ -82,6 +101,7 @@ type jsonFlipBody struct {
 }
 
 type jsonFlip struct {
+	Nginx *jsonOrigin  `json:"nginx,omitempty"`
 	Time  string       `json:"time"`
 	PID   uint32       `json:"pid"`
 	TID   uint32       `json:"tid"`
@@ -149,6 +169,7 @@ func toJSONStack(st *Stack) *jsonStack {
 // and readability; a role is written as its name, in value and role.
 func (p *JSON) Event(ev Event) error {
 	out := jsonEvent{
+		Nginx:    toJSONOrigin(ev.Origin),
 		Time:     jsonTime(ev.Time),
 		PID:      ev.PID,
 		TID:      ev.TID,
@@ -177,7 +198,8 @@ func (p *JSON) Event(ev Event) error {
 // Flip writes the flip under "flip", with its stack beside it.
 func (p *JSON) Flip(f Flip) error {
 	return p.line(jsonFlip{
-		Time: jsonTime(f.Time), PID: f.PID, TID: f.TID,
+		Nginx: toJSONOrigin(f.Origin),
+		Time:  jsonTime(f.Time), PID: f.PID, TID: f.TID,
 		Flip: jsonFlipBody{
 			Mode: f.Mode, Field: f.Field, Old: f.Old, New: f.New, Conn: f.Conn, Role: f.Role, LoggedAs: f.LoggedAs,
 			Client: f.Client, Function: f.Function, File: f.File, Line: f.Line, Site: f.Site, From: f.From, To: f.To,

@@ -46,8 +46,22 @@ type Value struct {
 	Text string
 }
 
+// Origin says which nginx a hit came from when one trace follows many
+// (--all-nginx): its master, and where that master runs.
+type Origin struct {
+	MasterPID int
+	// Binary is the executable's path in the master's mount namespace.
+	Binary        string
+	ContainerID   string
+	PodName       string
+	PodNamespace  string
+	ContainerName string
+}
+
 // Event is one probe hit.
 type Event struct {
+	// Origin is set with --all-nginx.
+	Origin   *Origin
 	Time     time.Time
 	PID, TID uint32
 	// Probe is the probe as the user wrote it; Function the symbol of
@@ -103,6 +117,8 @@ type Stack struct {
 
 // Flip is a change of a watched field of a connection.
 type Flip struct {
+	// Origin is set with --all-nginx.
+	Origin   *Origin
 	Time     time.Time
 	PID, TID uint32
 	// Mode is exact (a write instruction was probed) or diff (the field

@@ -29,6 +29,7 @@ func (p *Text) Event(ev Event) error {
 		fmt.Fprintf(&b, " (%s)", Escape(ev.Function))
 	}
 	b.WriteByte('\n')
+	writeOrigin(&b, ev.Origin)
 	var groups []string
 	lines := map[string][]string{}
 	readable := map[string]bool{}
@@ -65,6 +66,25 @@ func (p *Text) Event(ev Event) error {
 	return err
 }
 
+// writeOrigin says which nginx a hit came from: its master, container
+// and pod.
+func writeOrigin(b *strings.Builder, o *Origin) {
+	if o == nil {
+		return
+	}
+	fmt.Fprintf(b, "  %-16s master %d %s", "nginx:", o.MasterPID, Escape(o.Binary))
+	if o.ContainerID != "" {
+		fmt.Fprintf(b, " container %s", Escape(o.ContainerID[:min(12, len(o.ContainerID))]))
+	}
+	if o.PodName != "" {
+		fmt.Fprintf(b, " pod %s/%s", Escape(o.PodNamespace), Escape(o.PodName))
+		if o.ContainerName != "" {
+			fmt.Fprintf(b, " (%s)", Escape(o.ContainerName))
+		}
+	}
+	b.WriteByte('\n')
+}
+
 func displayText(v Value) string {
 	switch {
 	case !v.Readable:
@@ -97,6 +117,7 @@ func (p *Text) Flip(f Flip) error {
 		fmt.Fprintf(&b, " (client %s)", Escape(f.Client))
 	}
 	fmt.Fprintf(&b, " [%s]\n", Escape(f.Mode))
+	writeOrigin(&b, f.Origin)
 	switch {
 	case f.Mode == "exact":
 		fmt.Fprintf(&b, "  at %s:%d in %s (%s)\n", Escape(f.File), f.Line, Escape(f.Function), Escape(f.Site))
