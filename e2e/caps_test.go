@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
 	"github.com/ngxprobe/ngxprobe/internal/testenv"
 )
@@ -106,6 +108,10 @@ func TestCapabilities(t *testing.T) {
 		want string
 	}{
 		{"run_admin_ptrace", "+sys_admin,+sys_ptrace", []string{"run", "-p", master, "-o", "json", "--duration", "3s"}, 0, `"probe":"ngx_http_finalize_request"`},
+		// Every master on the host, their /proc files and executables.
+		// The DaemonSet's capabilities (deploy/daemonset.yaml) for every
+		// master on the host.
+		{"all_nginx_daemonset_caps", daemonSetCaps(t), []string{"run", "--all-nginx", "-o", "json", "--duration", "3s"}, 0, `"probe":"ngx_http_finalize_request"`},
 		{"watch_admin_ptrace", "+sys_admin,+sys_ptrace", []string{"watch", "-p", master, "-o", "json", "--duration", "2s", "c->read->eof"}, 0, `{"summary":`},
 		// perf's uprobe PMU refuses CAP_BPF + CAP_PERFMON alone.
 		{"run_bpf_perfmon_ptrace", "+bpf,+perfmon,+sys_ptrace", []string{"run", "-p", master, "--duration", "1s"}, 1, "CAP_SYS_ADMIN"},
@@ -129,4 +135,81 @@ func TestCapabilities(t *testing.T) {
 		})
 	}
 	checkServes(t, base)
+}
+
+// daemonSetCaps reads the capabilities deploy/daemonset.yaml gives the
+// container, as setpriv writes them: "+sys_admin,+sys_ptrace,...". The
+// manifest must also keep the container unprivileged, dropping the rest.
+func daemonSetCaps(t *testing.T) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "deploy", "daemonset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					HostPID    bool `yaml:"hostPID"`
+					Containers []struct {
+						SecurityContext struct {
+							Privileged   bool `yaml:"privileged"`
+							Capabilities struct {
+								Drop []string `yaml:"drop"`
+								Add  []string `yaml:"add"`
+							} `yaml:"capabilities"`
+						} `yaml:"securityContext"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(data, &ds); err != nil {
+		t.Fatalf("deploy/daemonset.yaml: %v", err)
+	}
+	pod := ds.Spec.Template.Spec
+	if !pod.HostPID || len(pod.Containers) != 1 {
+		t.Fatalf("deploy/daemonset.yaml: hostPID %v, %d containers; want hostPID and one container", pod.HostPID, len(pod.Containers))
+	}
+	sc := pod.Containers[0].SecurityContext
+	if sc.Privileged || strings.Join(sc.Capabilities.Drop, ",") != "ALL" || len(sc.Capabilities.Add) == 0 {
+		t.Fatalf("deploy/daemonset.yaml: privileged %v, drop %v, add %v; want unprivileged, dropping ALL, adding some", sc.Privileged, sc.Capabilities.Drop, sc.Capabilities.Add)
+	}
+	// This machine's bounding set lacks CAP_SYS_RESOURCE (bit 24), which
+	// the manifest adds for kernels before 5.11 (RLIMIT_MEMLOCK); a
+	// capability outside it cannot be granted here, and is not needed here.
+	bits := map[string]uint{"SYS_PTRACE": 19, "SYS_ADMIN": 21, "SYS_RESOURCE": 24, "PERFMON": 38, "BPF": 39}
+	bounding := procCapBnd(t)
+	var caps []string
+	for _, c := range sc.Capabilities.Add {
+		bit, ok := bits[c]
+		if !ok {
+			t.Fatalf("deploy/daemonset.yaml adds %s, which this test does not know", c)
+		}
+		if bounding&(1<<bit) == 0 {
+			t.Logf("CAP_%s is outside this machine's bounding set: tried without it", c)
+			continue
+		}
+		caps = append(caps, "+"+strings.ToLower(c))
+	}
+	return strings.Join(caps, ",")
+}
+
+// procCapBnd is this process's capability bounding set.
+func procCapBnd(t *testing.T) uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return n
+		}
+	}
+	return 0
 }
