@@ -167,7 +167,9 @@ func TestAllNginx(t *testing.T) {
 	// One master of the shared file stops: the file stays attached for
 	// the other; when the other stops too, it is detached.
 	a.stop()
-	if !waitUntil(5*time.Second, func() bool { return strings.Contains(stderr(), fmt.Sprintf("nginx master %d (%s) exited", a.master, shared)) }) {
+	if !waitUntil(5*time.Second, func() bool {
+		return strings.Contains(stderr(), fmt.Sprintf("nginx master %d (%s) exited", a.master, shared))
+	}) {
 		t.Errorf("master %d's exit not noticed: %s", a.master, p)
 	}
 	closeConn(b)
