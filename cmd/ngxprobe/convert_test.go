@@ -254,3 +254,30 @@ func TestMessagesRedactedAndEscaped(t *testing.T) {
 		t.Errorf("messages without --redact: %q", plain)
 	}
 }
+
+// --all-nginx masks secrets unless --no-redact says otherwise: a fleet's
+// events are read by people who did not ask for them.
+func TestRedactByDefaultForFleets(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		on   bool
+	}{
+		{[]string{"-p", "1"}, false},
+		{[]string{"--all-nginx"}, true},
+		{[]string{"--all-nginx", "--no-redact"}, false},
+	} {
+		var f traceFlags
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		f.register(fs)
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.check(); err != nil {
+			t.Fatalf("%q: %v", c.args, err)
+		}
+		if (f.converter().redact != nil) != c.on {
+			t.Errorf("%q: redaction %v, want %v", c.args, !c.on, c.on)
+		}
+	}
+}

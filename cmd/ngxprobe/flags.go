@@ -118,6 +118,10 @@ func (c *traceFlags) check() error {
 	if c.allNginx && (c.pid != 0 || c.binary != "" || len(c.modules) > 0) {
 		return fmt.Errorf("%w: --all-nginx finds every nginx itself: give it without -p, --binary or --module", errUsage)
 	}
+	// A fleet's events, and events shipped to a collector, are read by
+	// people who did not ask for them: secrets are masked unless
+	// --no-redact says otherwise.
+	c.redact.byDefault = c.allNginx || c.format == "otlp"
 	return nil
 }
 
