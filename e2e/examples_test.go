@@ -19,8 +19,9 @@ import (
 // explains (internal/incidents): the JSON it prints must hold the
 // diagnosis its README promises, for the very connection nginx logged.
 
-// exampleNames are the example directories; each holds NAME.ngxp and a
-// README.md.
+// exampleNames are the example directories that run on every nginx; each
+// holds NAME.ngxp and a README.md. The lua-* ones, which need
+// lua-nginx-module, are luaExampleNames.
 var exampleNames = []string{"wss-eof", "client-abort-499", "reset-by-peer", "upstream-prematurely-closed", "close-stacks"}
 
 // exampleWarmups is how many requests a scenario's nginx serves before
@@ -635,14 +636,17 @@ func runExampleCase(t *testing.T, target exampleTarget, c exampleCase) {
 }
 
 // TestExampleCheck: ngxprobe check resolves every example against both
-// nginx builds, without attaching.
+// nginx builds, without attaching. The lua-* examples need
+// lua-nginx-module, which these builds lack: TestLuaExampleScenarios
+// checks them against the OpenResty nginx.
 func TestExampleCheck(t *testing.T) {
 	nginxtest.RequireRoot(t)
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every example directory is in exampleNames, and has its README.
+	// Every example directory is in exampleNames or luaExampleNames, and
+	// has its README.
 	dirs, err := os.ReadDir(filepath.Join(root, "examples"))
 	if err != nil {
 		t.Fatal(err)
@@ -653,13 +657,13 @@ func TestExampleCheck(t *testing.T) {
 			found = append(found, d.Name())
 		}
 	}
-	want := append([]string(nil), exampleNames...)
+	want := append(append([]string(nil), exampleNames...), luaExampleNames...)
 	sort.Strings(found)
 	sort.Strings(want)
 	if strings.Join(found, " ") != strings.Join(want, " ") {
 		t.Errorf("examples/ has %v, the tests know %v", found, want)
 	}
-	for _, name := range exampleNames {
+	for _, name := range want {
 		if _, err := os.Stat(filepath.Join(root, "examples", name, "README.md")); err != nil {
 			t.Errorf("example %s: %v", name, err)
 		}

@@ -544,7 +544,7 @@ func TestLuaWatch(t *testing.T) {
 	if got.Flip.Function != "ngx_unix_recv" {
 		t.Errorf("eof flipped in %s, want ngx_unix_recv", got.Flip.Function)
 	}
-	if len(texts) != 2 || texts[0] != "[C]: in function ngx_http_lua_socket_tcp_receive" || texts[1] != want {
+	if len(texts) != 2 || texts[0] != "[C]: in function 'receive'" || texts[1] != want {
 		t.Errorf("Lua frames %q, want the C function receive and %q", texts, want)
 	}
 	// The Lua frames stand where the VM ran them: above lj_BC_FUNCC.

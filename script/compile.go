@@ -334,6 +334,13 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 			c.errorf(pt.At, errors.Join(ErrResolve, symbols.ErrInlined), inlineHint(inl), "%v: %s has no out-of-line copy to probe; GCC inlined it at %d call sites", symbols.ErrInlined, pt.Function, len(inl))
 			return nil
 		}
+		var nf *symbols.NotFoundError
+		if errors.As(err, &nf) && len(c.img.Opened()) == 1 && len(c.img.Unopened()) == 0 {
+			// The executable alone (--binary without --module): the
+			// function may be a dynamic module's.
+			c.errorf(pt.At, errors.Join(ErrResolve, err), moduleHint(symbol), "%v", err)
+			return nil
+		}
 		c.fail(pt.At, err)
 		return nil
 	}
@@ -636,6 +643,16 @@ func (c *compiler) value(a PrintArg, locals map[string]Expr, sc *scope) *symbols
 		return nil
 	}
 	return plan
+}
+
+// moduleHint says where a function missing from the executable may be:
+// in a dynamic module, which --binary reads only when --module names it.
+func moduleHint(function string) string {
+	h := "only the executable was read: a dynamic module's function needs --module PATH with --binary, or -p PID of a running nginx (its modules are found)"
+	if strings.HasPrefix(function, "ngx_http_lua_") {
+		h += "; ngx_http_lua_* are lua-nginx-module's: --module /usr/lib/nginx/modules/ngx_http_lua_module.so"
+	}
+	return h
 }
 
 // luaValue reports whether a is a value of the Lua walk ($lua_where,

@@ -76,9 +76,18 @@ func withLuaFrames(st *output.Stack, ls *lua.Stack, u *stacks.Unwinder, pid int)
 		segs = append(segs, cur)
 	}
 	out := &output.Stack{Truncated: st.Truncated, Reason: st.Reason, Notes: st.Notes}
+	if ls.Suspended {
+		// A coroutine waiting to be resumed runs on no C frame: its frames
+		// come first, where they are seen, then the C stack of the hit.
+		for _, seg := range segs {
+			out.Frames = append(out.Frames, seg...)
+		}
+		out.Frames = append(out.Frames, st.Frames...)
+		return out
+	}
 	inVM := false
 	for _, f := range st.Frames {
-		vm := isVMFrame(f) && !ls.Suspended // a suspended coroutine runs on no C frame
+		vm := isVMFrame(f)
 		if vm && !inVM && len(segs) > 0 {
 			out.Frames = append(out.Frames, segs[0]...)
 			segs = segs[1:]
@@ -109,8 +118,11 @@ func luaFrame(f lua.Frame, u *stacks.Unwinder, pid int) output.Frame {
 		}
 	case lua.KindC:
 		lf.Kind, lf.Source = "C", "[C]"
-		if fs := u.Symbolize(pid, f.CFunc); len(fs) > 0 && fs[len(fs)-1].Symbol != "" {
-			lf.Text = fmt.Sprintf("[C]: in function %s", fs[len(fs)-1].Symbol)
+		// debug.traceback() names a C function by how Lua called it
+		// ('receive'); when it cannot, it gives the address, which the
+		// symbol explains.
+		if fs := u.Symbolize(pid, f.CFunc); f.NameWhat == "" && len(fs) > 0 && fs[len(fs)-1].Symbol != "" {
+			lf.Text = fmt.Sprintf("%s (%s)", f.String(), fs[len(fs)-1].Symbol)
 		}
 	case lua.KindBuiltin:
 		lf.Kind = "builtin"
