@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -208,4 +210,174 @@ func median(xs []float64) float64 {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// luaGateway is the lua examples' healthy traffic: an access-phase
+// plugin that lets a request with the key through (lua-exit-444's 444 is
+// for the others), and a content handler that asks a backend over a
+// keepalive cosocket (lua-cosocket-reset's reset is the backend's).
+const luaGateway = `
+    init_by_lua_block { package.path = "%[1]s/?.lua;" .. package.path }
+    server {
+        listen 127.0.0.1:%[2]d;
+        location /api/ {
+            access_by_lua_block { require("auth").check() }
+            return 200 "ok\n";
+        }
+        location = /price {
+            content_by_lua_block { require("quote").price(%[3]d) }
+        }
+    }`
+
+const luaAuth = `local _M = {}
+function _M.check()
+    if ngx.var.http_x_api_key ~= "k1" then
+        return ngx.exit(444)
+    end
+end
+return _M
+`
+
+const luaQuote = `local _M = {}
+function _M.price(port)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(1000)
+    local ok, err = sock:connect("127.0.0.1", port)
+    if not ok then ngx.exit(502) end
+    sock:send("ACME\n")
+    local line, err = sock:receive("*l")
+    if not line then ngx.exit(502) end
+    sock:setkeepalive(10000, 16)
+    ngx.say(line)
+end
+return _M
+`
+
+// BenchmarkLuaExamplesThroughput: nginx throughput with the lua
+// examples attached, under wrk (-t1 -c16, keepalive, 5 s), against the
+// same config without ngxprobe, alternating RUNS times (default 3), and
+// ngxprobe's own CPU during the runs. The traffic is healthy: a probe set
+// that costs it is a probe set nobody leaves attached.
+//
+//	go test ./bench -run '^$' -bench LuaExamplesThroughput -benchtime 1x
+func BenchmarkLuaExamplesThroughput(b *testing.B) {
+	nginxtest.RequireRoot(b)
+	if _, err := exec.LookPath("wrk"); err != nil {
+		b.Fatalf("wrk: %v", err)
+	}
+	build := nginxtest.BuildOpenResty(b)
+	nginxtest.InstallOpenResty(b, build)
+	ngxprobe := ngxprobeBinary(b)
+	root, err := filepath.Abs("..")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	for name, src := range map[string]string{"auth.lua": luaAuth, "quote.lua": luaQuote} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	backend := lineServer(b)
+	port := nginxtest.FreePort(b)
+	srv := nginxtest.StartPackaged(b, nginxtest.LuaConfig(nginxtest.Config{HTTP: fmt.Sprintf(luaGateway, dir, port, backend)}))
+	master := strconv.Itoa(srv.MasterPID())
+	runs := 3
+	if s := os.Getenv("RUNS"); s != "" {
+		runs, _ = strconv.Atoi(s)
+	}
+	cases := []struct{ example, path string }{
+		{"lua-exit-444", "/api/x"},
+		{"lua-cosocket-reset", "/price"},
+	}
+	rps := map[string][]float64{}
+	ticks := map[string][]float64{}
+	for i := 0; i < b.N; i++ {
+		for range runs {
+			for _, c := range cases {
+				url := fmt.Sprintf("http://127.0.0.1:%d%s", port, c.path)
+				rps[c.example+" none"] = append(rps[c.example+" none"], wrk(b, url))
+				cmd := exec.Command(ngxprobe, "run", "-p", master, filepath.Join(root, "examples", c.example, c.example+".ngxp"))
+				stop := startAttached(b, cmd, "ngxprobe: attached")
+				before := cpuTicks(cmd.Process.Pid)
+				rps[c.example+" attached"] = append(rps[c.example+" attached"], wrk(b, url))
+				ticks[c.example] = append(ticks[c.example], float64(cpuTicks(cmd.Process.Pid)-before))
+				if out := stop(); !strings.Contains(out, "ngxprobe: detached") {
+					b.Fatalf("%s: %s", c.example, out)
+				}
+			}
+		}
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-20s %-8s %10s %10s %9s %16s\n", "example", "path", "none r/s", "attached", "retention", "ngxprobe ticks")
+	for _, c := range cases {
+		none, with := median(rps[c.example+" none"]), median(rps[c.example+" attached"])
+		fmt.Fprintf(&table, "%-20s %-8s %10.0f %10.0f %9.3f %16.0f\n", c.example, c.path, none, with, with/none, median(ticks[c.example]))
+		b.ReportMetric(with/none, c.example+"-retention")
+	}
+	b.Logf("wrk -t1 -c16 -d5s, healthy traffic, medians of %d alternating runs; ngxprobe's CPU in clock ticks (1/100 s) per run:\n%s", runs, table.String())
+}
+
+// wrk runs wrk for 5 s on url with the plugin's key and returns
+// requests per second.
+func wrk(b *testing.B, url string) float64 {
+	b.Helper()
+	out, err := exec.Command("wrk", "-t1", "-c16", "-d5s", "-H", "X-Api-Key: k1", url).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindSubmatch(out)
+	if m == nil || strings.Contains(string(out), "Non-2xx") {
+		b.Fatalf("wrk %s: %s", url, out)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// cpuTicks is a process's user and system CPU, in clock ticks.
+func cpuTicks(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.Atoi(f[11])
+	sys, _ := strconv.Atoi(f[12])
+	return u + sys
+}
+
+// lineServer answers each line with "42": the cosocket's backend. It
+// stops with the benchmark.
+func lineServer(b *testing.B) int {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadString('\n'); err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, "42\n"); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }

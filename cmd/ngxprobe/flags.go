@@ -95,11 +95,14 @@ type traceFlags struct {
 	noLua bool
 	// allNginx follows every nginx master on the host (fleet.go).
 	allNginx bool
+	// otlp configures -o otlp (otlp.go).
+	otlp otlpFlags
 }
 
 func (c *traceFlags) register(fs *flag.FlagSet) {
 	c.targetFlags.register(fs)
-	fs.StringVar(&c.format, "o", "text", "output format: "+strings.Join(output.Formats, " or "))
+	fs.StringVar(&c.format, "o", "text", "output format: "+strings.Join(output.Formats, ", ")+" or "+formatOTLP+" (to an OpenTelemetry Collector)")
+	c.otlp.register(fs)
 	fs.DurationVar(&c.duration, "duration", 0, "detach after this long (default: until Ctrl-C)")
 	fs.IntVar(&c.ringBytes, "ringbuf", 4<<20, "ring buffer `BYTES` (a power of two)")
 	fs.IntVar(&c.stackBytes, "stack-bytes", probes.DefaultStackBytes, "stack `BYTES` copied per hit (a multiple of 512)")
@@ -112,8 +115,11 @@ func (c *traceFlags) register(fs *flag.FlagSet) {
 
 // check validates the flags that need no binary.
 func (c *traceFlags) check() error {
-	if _, err := output.New(c.format, io.Discard); err != nil {
+	if _, err := output.New(c.format, io.Discard); err != nil && c.format != formatOTLP {
 		return fmt.Errorf("%w: -o: %v", errUsage, err)
+	}
+	if c.format != formatOTLP && (c.otlp.endpoint != "" || c.otlp.protocol != "" || c.otlp.insecure) {
+		return fmt.Errorf("%w: --otlp-* flags go with -o otlp", errUsage)
 	}
 	if c.allNginx && (c.pid != 0 || c.binary != "" || len(c.modules) > 0) {
 		return fmt.Errorf("%w: --all-nginx finds every nginx itself: give it without -p, --binary or --module", errUsage)

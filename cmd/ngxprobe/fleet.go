@@ -79,10 +79,12 @@ func runFleet(ctx context.Context, flags *traceFlags, stdout, stderr io.Writer, 
 		return err
 	}
 	flags.debug = opts
-	buffered := bufio.NewWriterSize(stdout, 64<<10)
-	printer, err := output.New(flags.format, buffered)
+	printer, buffered, export, err := newPrinter(flags, nil, stdout, stderr)
 	if err != nil {
-		return fmt.Errorf("%w: -o: %v", errUsage, err)
+		return err
+	}
+	if export != nil {
+		defer export.close()
 	}
 	f := &fleet{flags: flags, build: build, stderr: stderr, masters: map[int]target.Master{}, running: map[target.BinaryID]*fleetTrace{}}
 	f.out = &fleetOutput{p: printer, w: buffered, origin: f.origin, masterOf: map[uint32]int{}}

@@ -64,24 +64,42 @@ type tracer struct {
 	// keepCaps: settle drops no capability (--all-nginx attaches to
 	// masters that start later).
 	keepCaps bool
+	// export is -o otlp's exporter, which close flushes; exporting says
+	// the summary goes to out too (the Collector), besides stderr.
+	export    *exportPrinter
+	exporting bool
 }
 
 // attach attaches the probes to the target and makes the printers. The
 // caller must close the tracer.
 func attach(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *traceFlags, stdout, stderr io.Writer) (*tracer, error) {
-	buffered := bufio.NewWriterSize(stdout, 64<<10)
-	out, err := output.New(flags.format, buffered)
+	out, buffered, export, err := newPrinter(flags, t, stdout, stderr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: -o: %v", errUsage, err)
+		return nil, err
 	}
-	return attachTo(t, img, ps, flags, out, buffered, stderr)
+	tr, err := attachTo(t, img, ps, flags, out, buffered, stderr)
+	if err != nil {
+		if export != nil {
+			export.close()
+		}
+		return nil, err
+	}
+	tr.export = export
+	return tr, nil
 }
 
 // attachTo is attach with the printer given: --all-nginx shares one among
 // the tracers of its executables. buffered is flushed when the reader has
 // caught up.
 func attachTo(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *traceFlags, out output.Printer, buffered *bufio.Writer, stderr io.Writer) (*tracer, error) {
-	diag, _ := output.New(flags.format, stderr)
+	diagFormat := flags.format
+	if diagFormat == formatOTLP {
+		diagFormat = "text" // the summary goes to the Collector too
+	}
+	diag, err := output.New(diagFormat, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: -o: %v", errUsage, err)
+	}
 	opts := flags.attachOptions(t)
 	if !flags.noLua && (anyStack(ps) || anyLua(ps)) {
 		opts.Lua = luaLayout(img, t, stderr)
@@ -101,6 +119,7 @@ func attachTo(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *t
 	}
 	return &tracer{
 		luaNames:  names,
+		exporting: flags.format == formatOTLP,
 		target:    t,
 		sess:      sess,
 		unwinder:  unwinder,
@@ -118,6 +137,9 @@ func attachTo(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *t
 func (tr *tracer) close() {
 	tr.background.Wait()
 	tr.unwinder.Close()
+	if tr.export != nil {
+		tr.export.close()
+	}
 	if tr.luaNames != nil {
 		tr.luaNames.close()
 	}
@@ -302,6 +324,11 @@ func (tr *tracer) finish() error {
 	var s output.Summary
 	for _, c := range counts {
 		s.Probes = append(s.Probes, output.ProbeCount{Probe: c.Probe.Name, Function: c.Probe.Function.Symbol, Hits: c.Hits, Events: tr.delivered[c.Probe], Lost: c.Lost})
+	}
+	if tr.exporting {
+		if err := tr.out.Summary(s); err != nil {
+			fmt.Fprintf(tr.stderr, "ngxprobe: otlp: summary: %v\n", err)
+		}
 	}
 	return tr.diag.Summary(s)
 }
