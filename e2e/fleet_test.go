@@ -197,3 +197,22 @@ func TestAllNginx(t *testing.T) {
 		}
 	}
 }
+
+// With -p, the trace ends when the master exits: nothing of it is left,
+// and ngxprobe says so and exits cleanly, with its summary.
+func TestMasterExitEndsTrace(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	srv, base := startPlain(t, privateBinary(t, nginxtest.Build(t, nginxtest.VariantO2)), 1, "")
+	p := startProbe(t, "run", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
+	checkServes(t, base)
+	if err := syscall.Kill(srv.MasterPID(), syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("ngxprobe exited with %d after the master did, want 0: %s", code, p)
+	}
+	if !strings.Contains(p.stderr.String(), fmt.Sprintf("nginx master %d exited; detaching", srv.MasterPID())) || !strings.Contains(p.stderr.String(), `{"summary":`) {
+		t.Errorf("no word of the master's exit, or no summary: %s", p)
+	}
+	checkNoPanic(t, p)
+}

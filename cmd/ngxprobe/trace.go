@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -189,7 +190,10 @@ const moduleCheckInterval = 2 * time.Second
 // watchModules reports, once each, the files a master maps as code after
 // attach: a reload with a new load_module. Their functions are not
 // probed; saying so beats missing them silently.
-func (tr *tracer) watchModules(ctx context.Context) {
+//
+// When the master exits, the trace ends (stop): nothing of it is left to
+// trace, and the next nginx is another process.
+func (tr *tracer) watchModules(ctx context.Context, stop context.CancelFunc) {
 	if !tr.target.Master {
 		return
 	}
@@ -210,7 +214,11 @@ func (tr *tracer) watchModules(ctx context.Context) {
 			}
 			mods, err := target.ModulesOf("", tr.target.PID)
 			if err != nil {
-				return // the master exited; the trace ends with it
+				if !processAlive(tr.target.PID) {
+					fmt.Fprintf(tr.stderr, "ngxprobe: nginx master %d exited; detaching\n", tr.target.PID)
+					stop()
+				}
+				return
 			}
 			for _, m := range mods {
 				if !known[m.MappedPath] {
@@ -220,6 +228,17 @@ func (tr *tracer) watchModules(ctx context.Context) {
 			}
 		}
 	}()
+}
+
+// processAlive reports whether pid exists (and is not a zombie).
+func processAlive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
 }
 
 // run reads and prints events until ctx ends or the duration passes,
@@ -233,7 +252,7 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tr.watchModules(ctx)
+	tr.watchModules(ctx, cancel)
 	records := make(chan []byte, queueLen(tr.sess.MaxRecordSize()))
 	readDone := make(chan error, 1)
 	go func() { readDone <- tr.readRecords(ctx, records) }()
