@@ -98,6 +98,13 @@ func TestOTLPExport499(t *testing.T) {
 	if last := recs[len(recs)-1]; last.EventName != "ngxprobe.summary" {
 		t.Errorf("last record %q, want the summary", last.EventName)
 	}
+	// And the counts as a metric, exported last at exit.
+	for outcome, want := range map[string]int{"exported": exported, "dropped": dropped} {
+		pt, ok, err := col.Latest("ngxprobe.otlp.records", map[string]any{"outcome": outcome})
+		if err != nil || !ok || int(pt.Value()) != want {
+			t.Errorf("metric ngxprobe.otlp.records{outcome=%s} = %v (%v, %v), want %d", outcome, pt.Value(), ok, err, want)
+		}
+	}
 }
 
 // A Collector down when ngxprobe starts, then up, then killed: nginx
@@ -133,5 +140,6 @@ func TestOTLPCollectorDown(t *testing.T) {
 	if len(recs) != exported {
 		t.Errorf("the Collector has %d records, ngxprobe says it exported %d", len(recs), exported)
 	}
+
 	checkNoPanic(t, p)
 }

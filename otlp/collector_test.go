@@ -338,13 +338,24 @@ func durations(ds []time.Duration) (p50, p99, longest time.Duration) {
 
 // The Collector is down when the trace starts: Event does not wait,
 // records past the queue are dropped and counted exactly, and once the
-// Collector is up the queued records and the later ones arrive.
+// Collector is up the queued records and the later ones arrive, and so
+// does the dropped counter, cumulative.
 func TestCollectorDownAtStart(t *testing.T) {
 	for _, proto := range protocols {
 		t.Run(proto, func(t *testing.T) {
 			col := otelcoltest.Start(t, otelcoltest.Options{Down: true})
-			var errs atomic.Int64
-			exp := newExporter(t, col, proto, otlp.Config{QueueSize: 100, BatchSize: 50, OnError: func(error) { errs.Add(1) }})
+			var errs, metricErrs atomic.Int64
+			onError := func(err error) {
+				switch {
+				case errors.Is(err, otlp.ErrMetrics):
+					metricErrs.Add(1)
+				case errors.Is(err, otlp.ErrDropped):
+					errs.Add(1)
+				default:
+					t.Errorf("OnError: %v, want ErrDropped or ErrMetrics", err)
+				}
+			}
+			exp := newExporter(t, col, proto, otlp.Config{QueueSize: 100, BatchSize: 50, MetricInterval: 200 * time.Millisecond, OnError: onError})
 
 			const down, up = 2000, 300
 			took := make([]time.Duration, 0, down)
@@ -366,6 +377,15 @@ func TestCollectorDownAtStart(t *testing.T) {
 				t.Errorf("stats %+v: want at least %d dropped, none exported", s, down-150)
 			}
 
+			// A metric export fails meanwhile; the next ones carry its
+			// counts.
+			for deadline := time.Now().Add(10 * time.Second); metricErrs.Load() == 0 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if metricErrs.Load() != 1 {
+				t.Errorf("%d metric export failures reported while the collector was down, want 1 (the first)", metricErrs.Load())
+			}
+
 			col.Up()
 			upAt := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -374,6 +394,17 @@ func TestCollectorDownAtStart(t *testing.T) {
 				t.Fatalf("flush after the collector came up: %v", err)
 			}
 			t.Logf("queued records exported %v after the collector came up; stats %+v", time.Since(upAt).Round(time.Millisecond), exp.Stats())
+			// The outage's drops reach the Collector as the dropped
+			// counter once it is back: its first value collected from
+			// now on is Dropped(), which nothing changes until more
+			// events come.
+			flushed, dropped := time.Now(), exp.Dropped()
+			p := col.WaitPoint(t, otlp.MetricRecords, outcome(otlp.OutcomeDropped), func(p otelcoltest.Point) bool { return p.Time.After(flushed) }, 20*time.Second)
+			t.Logf("dropped counter %d at %v, %v after the collector came up; %d metric export failures reported",
+				p.Int, p.Time.Format("15:04:05.000"), p.Time.Sub(upAt).Round(time.Millisecond), metricErrs.Load())
+			if uint64(p.Int) != dropped || exp.Dropped() != dropped {
+				t.Errorf("dropped counter %d, want Dropped() %d (now %d)", p.Int, dropped, exp.Dropped())
+			}
 			for i := range up {
 				if err := exp.Event(seqEvent(down + i)); err != nil {
 					t.Fatal(err)
@@ -397,7 +428,11 @@ func TestCollectorDownAtStart(t *testing.T) {
 				t.Fatal(rerr)
 			}
 			all, distinct := seqs(t, recs)
-			t.Logf("sent %d, received %d, dropped %d, OnError %d; Close: %v", s.Records, len(recs), s.Dropped, errs.Load(), err)
+			t.Logf("sent %d, received %d, dropped %d, OnError %d (and %d for metrics); Close: %v", s.Records, len(recs), s.Dropped, errs.Load(), metricErrs.Load(), err)
+			if errors.Is(err, otlp.ErrMetrics) {
+				t.Errorf("Close: %v: the final metric export failed", err)
+			}
+			checkCounter(t, col, s)
 			if s.Records != down+up+1 || s.Records != s.Exported+s.Dropped || uint64(len(recs)) != s.Exported {
 				t.Errorf("stats %+v, %d records received: want %d sent = received + dropped", s, len(recs), down+up+1)
 			}

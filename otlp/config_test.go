@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
+	"reflect"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -88,5 +92,98 @@ func TestTransient(t *testing.T) {
 		if got := transient(tt.err); got != tt.want {
 			t.Errorf("transient(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+func TestMetricsURL(t *testing.T) {
+	tests := []struct{ in, proto, want string }{
+		{"http://127.0.0.1:4318", HTTP, "http://127.0.0.1:4318/v1/metrics"},
+		{"http://127.0.0.1:4318/", HTTP, "http://127.0.0.1:4318/v1/metrics"},
+		{"https://otel.example/v1/logs", HTTP, "https://otel.example/v1/metrics"},
+		{"https://otel.example/tenant/v1/logs/", HTTP, "https://otel.example/tenant/v1/metrics"},
+		{"https://otel.example:443/custom/logs", HTTP, "https://otel.example:443/v1/metrics"},
+		{"http://collector:4317", GRPC, "http://collector:4317"},
+	}
+	for _, tt := range tests {
+		u, _, err := endpoint(tt.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := metricsURL(u, tt.proto).String(); got != tt.want {
+			t.Errorf("metricsURL(%q, %s) = %q, want %q", tt.in, tt.proto, got, tt.want)
+		}
+	}
+}
+
+// The metrics follow the logs: Config first, then the LOGS_ variables
+// that neither a METRICS_ nor a common one overrides (those the SDK
+// reads itself).
+func TestMetricsConfig(t *testing.T) {
+	for _, v := range []string{"ENDPOINT", "INSECURE", "HEADERS", "TIMEOUT", "COMPRESSION", "CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"} {
+		for _, prefix := range []string{"OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_LOGS_", "OTEL_EXPORTER_OTLP_METRICS_"} {
+			t.Setenv(prefix+v, "")
+		}
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "https://logs.example:4318/v1/logs")
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-tenant=blue%20team, x-key = k1")
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "1500")
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "true")
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip")
+	s, err := metricsConfig(Config{}, HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.url == nil || s.url.String() != "https://logs.example:4318/v1/metrics" || !s.insecure || !s.gzip || s.timeout != 1500*time.Millisecond || s.tls != nil {
+		t.Errorf("from the LOGS_ variables: %+v", s)
+	}
+	if want := map[string]string{"x-tenant": "blue team", "x-key": "k1"}; !reflect.DeepEqual(s.headers, want) {
+		t.Errorf("headers %v, want %v", s.headers, want)
+	}
+
+	// Config wins; the common and METRICS_ variables are the SDK's.
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://metrics.example:4318/v1/metrics")
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=red")
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "2000")
+	s, err = metricsConfig(Config{Endpoint: "collector:4317"}, GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.url != nil || s.hostPort != "collector:4317" || s.headers != nil || s.timeout != 0 {
+		t.Errorf("Config and the SDK's variables: %+v", s)
+	}
+	s, err = metricsConfig(Config{Headers: map[string]string{"a": "b"}, Timeout: time.Second}, GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.url != nil || s.hostPort != "" || s.headers["a"] != "b" || s.timeout != time.Second {
+		t.Errorf("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT left to the SDK, Config's headers: %+v", s)
+	}
+
+	// A LOGS_ certificate is the metrics' too.
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", filepath.Join(t.TempDir(), "missing.pem"))
+	if _, err := metricsConfig(Config{}, HTTP); err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE") {
+		t.Errorf("a missing LOGS_ certificate: %v", err)
+	}
+}
+
+func TestMetricInterval(t *testing.T) {
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "")
+	t.Setenv("OTEL_METRICS_EXPORTER", "")
+	if got := metricInterval(Config{}); got != DefaultMetricInterval {
+		t.Errorf("default %v", got)
+	}
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "2500")
+	if got := metricInterval(Config{}); got != 2500*time.Millisecond {
+		t.Errorf("OTEL_METRIC_EXPORT_INTERVAL=2500: %v", got)
+	}
+	if got := metricInterval(Config{MetricInterval: time.Second}); got != time.Second {
+		t.Errorf("Config: %v", got)
+	}
+	if metricsOff(Config{}) || !metricsOff(Config{MetricInterval: -1}) {
+		t.Error("metricsOff with the interval")
+	}
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	if !metricsOff(Config{}) {
+		t.Error("OTEL_METRICS_EXPORTER=none: not off")
 	}
 }

@@ -3,7 +3,8 @@
 // land where its team already looks (Loki, Elastic, SigNoz, ...), not on
 // one terminal. It is a third output.Printer beside Text and JSON, built
 // on the OpenTelemetry Go SDK (sdk/log and its otlploggrpc and
-// otlploghttp exporters): no protobuf or transport of its own.
+// otlploghttp exporters; sdk/metric and otlpmetricgrpc or otlpmetrichttp
+// for its own counts): no protobuf or transport of its own.
 //
 // A typical caller:
 //
@@ -57,6 +58,31 @@
 // queued until ctx's deadline, drops the rest, shuts the SDK down, and
 // returns an error wrapping ErrDropped when any record was dropped.
 //
+// The counts are an OTLP metric too, so that a backend sees the drops of
+// a fleet without reading summaries: ngxprobe.otlp.records (unit
+// {record}), a cumulative, monotonic sum with the attribute outcome =
+// "exported" (Stats.Exported) or "dropped" (Stats.Dropped); their sum is
+// the records done with, Records less those still queued. It is made
+// with the SDK's metric pipeline and sent to the same Collector as the
+// logs (same endpoint, protocol, TLS and headers; Config.Resource's
+// resource, the records' scope): an observable counter, whose callback
+// only loads the exporter's counters, read by a PeriodicReader every
+// Config.MetricInterval (OTEL_METRIC_EXPORT_INTERVAL, else 10 s) on its
+// own goroutine and connection, each export retried until the next one
+// is due (1 to 30 s; OTEL_METRIC_EXPORT_TIMEOUT). So Event and Flip never
+// wait for it, and it shares neither queue, connection nor failures with
+// the logs. It is cumulative, whatever
+// OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE says: an export that
+// fails loses nothing, the next one carries the totals, and the drops of
+// an outage show once the Collector is back. A failed export goes to
+// OnError, wrapping ErrMetrics, the first of a run of failures only (a
+// Collector with no metrics pipeline refuses every one). Close, once the
+// queue is drained and the counts final, collects and exports them a
+// last time, within ctx: unless its error wraps ErrMetrics, the
+// Collector's last values are then Stats().Exported and Stats().Dropped.
+// A negative MetricInterval or OTEL_METRICS_EXPORTER=none turns the
+// metric off.
+//
 // # Configuration and the environment
 //
 // A Config field that is set wins over the environment; one left zero
@@ -69,10 +95,21 @@
 //	Timeout    OTEL_EXPORTER_OTLP_[LOGS_]TIMEOUT; 10 s per request
 //	(TLS)      OTEL_EXPORTER_OTLP_[LOGS_]CERTIFICATE, _CLIENT_CERTIFICATE, _CLIENT_KEY
 //	(gzip)     OTEL_EXPORTER_OTLP_[LOGS_]COMPRESSION
+//	MetricInterval  OTEL_METRIC_EXPORT_INTERVAL; 10 s (OTEL_METRICS_EXPORTER=none: no metric)
 //
 // The protocol is read here; the rest by the SDK exporters. An HTTP
 // endpoint URL without a path gets /v1/logs, as OTEL_EXPORTER_OTLP_ENDPOINT
 // does; one with a path is used as it is.
+//
+// The metric goes where the logs go, with the same protocol and the same
+// Config (Endpoint, Insecure, Headers, Timeout). An HTTP endpoint gets
+// /v1/metrics for its path (a path ending in /v1/logs has /v1/metrics in
+// its place; another one is the logs' own, and is not used). What Config
+// leaves unset the SDK reads from the OTEL_EXPORTER_OTLP_METRICS_*
+// variables and the common ones, as it reads the LOGS_ ones for the
+// logs; and a LOGS_ variable (endpoint, insecure, headers, timeout,
+// certificates, compression) for which neither the METRICS_ nor the
+// common one is set applies to the metric too.
 //
 // The resource is OTEL_RESOURCE_ATTRIBUTES with, over it: service.name
 // (Config.ServiceName, else OTEL_SERVICE_NAME or the one in
@@ -139,7 +176,8 @@
 //
 // Aggregations and the summary are log records too, not OTLP metrics:
 // they are totals printed once when a trace ends, not a series, and one
-// pipeline keeps one queue and one exact drop count (a Collector can turn
+// pipeline keeps one queue and one exact drop count (the exporter's own
+// counts, above, are its only metric; a Collector can turn
 // them into metrics, with the count connector, say). An aggregation is
 // one record per row, rows merged and ordered as the other printers do,
 // none for an aggregation without rows: ngxprobe.aggregate.name, .func,

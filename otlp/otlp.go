@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel/log"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 
 	"github.com/ngxprobe/ngxprobe/internal/output"
@@ -26,6 +27,10 @@ var (
 	// ErrDropped wraps what OnError gets for a batch that could not be
 	// exported, and what Close returns when any record was dropped.
 	ErrDropped = errors.New("otlp: records dropped")
+	// ErrMetrics wraps what OnError gets for the exporter's own metrics
+	// when they could not be exported, and what Close returns when their
+	// last export failed.
+	ErrMetrics = errors.New("otlp: metrics not exported")
 )
 
 // Protocols New knows, as OTEL_EXPORTER_OTLP_PROTOCOL spells them.
@@ -96,9 +101,18 @@ type Config struct {
 	// ExitWait is how long Aggregates and Summary wait for room in a
 	// full queue before they drop (DefaultExitWait when 0).
 	ExitWait time.Duration
-	// OnError, when set, is called from the export goroutine for each
-	// batch dropped, with an error wrapping ErrDropped and the cause. It
-	// must not block for long: the queue fills meanwhile.
+	// MetricInterval is how often the exporter's own counts (the
+	// ngxprobe.otlp.records counter) are exported as OTLP metrics; 0 is
+	// OTEL_METRIC_EXPORT_INTERVAL, then DefaultMetricInterval (10 s).
+	// They are exported once more by Close. A negative interval, or
+	// OTEL_METRICS_EXPORTER=none, turns them off.
+	MetricInterval time.Duration
+
+	// OnError, when set, is called for each batch dropped, with an error
+	// wrapping ErrDropped and the cause, and for the first of a run of
+	// failed metric exports, with an error wrapping ErrMetrics. The calls
+	// come from the export goroutine and the metrics' one, one at a time.
+	// It must not block for long: the queue fills meanwhile.
 	OnError func(error)
 }
 
@@ -115,7 +129,8 @@ type Resource struct {
 }
 
 // Stats are the exporter's counts. After Close, Records = Exported +
-// Dropped.
+// Dropped. Exported and Dropped are exported as the metric
+// ngxprobe.otlp.records too (see the package documentation).
 type Stats struct {
 	// Records is every record the Exporter was given: events, flips,
 	// aggregation rows and summaries.
@@ -139,6 +154,13 @@ type Exporter struct {
 	retry     time.Duration
 	exitWait  time.Duration
 	onError   func(error)
+	// errMu makes the calls of onError one at a time.
+	errMu sync.Mutex
+
+	// meters is the pipeline of the exporter's own metrics, metricExp
+	// its exporter; nil when they are off.
+	meters    *sdkmetric.MeterProvider
+	metricExp *metricExporter
 
 	// base is the resource from the environment, service.name and
 	// host.name resolved, and Config.Resource; root is the logger of its
@@ -210,6 +232,12 @@ func New(ctx context.Context, cfg Config) (*Exporter, error) {
 		origins:   map[output.Origin]log.Logger{},
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
+	}
+	if !metricsOff(cfg) {
+		if e.meters, err = e.newMeterProvider(ctx, cfg, base); err != nil {
+			_ = exp.Shutdown(ctx)
+			return nil, err
+		}
 	}
 	e.abortCtx, e.abort = context.WithCancel(context.Background())
 	e.root = e.logger(base)
@@ -341,8 +369,10 @@ func (e *Exporter) Flush(ctx context.Context) error {
 }
 
 // Close exports what is queued until ctx is done, drops (and counts) what
-// is left then, and shuts the SDK down. It returns an error wrapping
-// ErrDropped when any record of the exporter's life was dropped.
+// is left then, exports the final counts as metrics (within what is left
+// of ctx), and shuts the SDK down. It returns an error wrapping
+// ErrDropped when any record of the exporter's life was dropped, and one
+// wrapping ErrMetrics when the final counts could not be exported.
 func (e *Exporter) Close(ctx context.Context) error {
 	if e.closed.Swap(true) {
 		return ErrClosed
@@ -353,13 +383,24 @@ func (e *Exporter) Close(ctx context.Context) error {
 	stop()
 	e.abort()
 
+	var errs []error
+	if e.meters != nil {
+		// The counts are final now: Records = Exported + Dropped. The
+		// reader's Shutdown collects and exports them once more.
+		err := e.meters.Shutdown(context.WithValue(ctx, finalExport{}, true))
+		switch {
+		case err != nil && e.metricExp.finalDone.Load():
+			errs = append(errs, fmt.Errorf("otlp: shut down the metrics: %w", err))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%w at Close: %w", ErrMetrics, err))
+		}
+	}
 	sctx := ctx
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 	}
-	var errs []error
 	if err := e.exp.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("otlp: shut down the exporter: %w", err))
 	}
@@ -558,7 +599,15 @@ func (e *Exporter) failed(err, cause error) {
 	e.mu.Lock()
 	e.lastErr = cause
 	e.mu.Unlock()
-	if e.onError != nil {
-		e.onError(err)
+	e.report(err)
+}
+
+// report passes err to OnError, one call at a time.
+func (e *Exporter) report(err error) {
+	if e.onError == nil {
+		return
 	}
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	e.onError(err)
 }

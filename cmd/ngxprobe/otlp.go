@@ -82,7 +82,9 @@ func (e *exportPrinter) close() {
 	err := e.Close(ctx)
 	st := e.Stats()
 	fmt.Fprintf(e.stderr, "ngxprobe: otlp: %d records, %d exported, %d dropped\n", st.Records, st.Exported, st.Dropped)
-	if err != nil && !errors.Is(err, otlp.ErrDropped) {
+	// Drops are counted above; anything else (a metric export that
+	// failed at exit, say) is said.
+	if err != nil && (!errors.Is(err, otlp.ErrDropped) || errors.Is(err, otlp.ErrMetrics)) {
 		fmt.Fprintf(e.stderr, "ngxprobe: otlp: %s\n", output.Escape(err.Error()))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -66,12 +67,17 @@ func Start(t testing.TB, opts Options) *Collector {
 exporters:
   jsonlines:
     path: %s
+  jsonlines/metrics:
+    path: %s
 service:
   pipelines:
     logs:
       receivers: [otlp]
       exporters: [jsonlines]
-`, c.grpcPort, c.httpPort, strconv.Quote(c.File()))
+    metrics:
+      receivers: [otlp]
+      exporters: [jsonlines/metrics]
+`, c.grpcPort, c.httpPort, strconv.Quote(c.File()), strconv.Quote(c.MetricsFile()))
 	if err := os.WriteFile(c.configPath(), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +94,12 @@ func (c *Collector) configPath() string { return filepath.Join(c.dir, "config.ya
 // log record.
 func (c *Collector) File() string { return filepath.Join(c.dir, "records.jsonl") }
 
-// Dir is the Collector's directory: config.yaml, records.jsonl and
-// collector.log.
+// MetricsFile is where the Collector writes the metrics it receives, one
+// JSON line per request (OTLP/JSON ExportMetricsServiceRequest).
+func (c *Collector) MetricsFile() string { return filepath.Join(c.dir, "metrics.jsonl") }
+
+// Dir is the Collector's directory: config.yaml, records.jsonl,
+// metrics.jsonl and collector.log.
 func (c *Collector) Dir() string { return c.dir }
 
 // Endpoint is the OTLP/gRPC address, 127.0.0.1:PORT.
@@ -205,10 +215,48 @@ func (c *Collector) Kill() {
 // Pause stops the Collector (SIGSTOP): its ports still accept
 // connections, the kernel queues requests, and nothing answers them, as
 // with a Collector that is overloaded. Resume lets it go on.
-func (c *Collector) Pause() { c.t.Helper(); c.send(syscall.SIGSTOP) }
+//
+// It returns once the kernel has stopped the process: a signal is
+// delivered asynchronously, and a request sent before the stop takes
+// effect would still be answered.
+func (c *Collector) Pause() {
+	c.t.Helper()
+	c.send(syscall.SIGSTOP)
+	c.waitState(true)
+}
+
+// waitState waits (bounded) until the Collector's process is stopped
+// (state T) or, with stopped false, is not.
+func (c *Collector) waitState(stopped bool) {
+	c.t.Helper()
+	c.mu.Lock()
+	cmd := c.cmd
+	c.mu.Unlock()
+	deadline := time.Now().Add(stopTimeout)
+	for time.Now().Before(deadline) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		if err != nil {
+			return
+		}
+		s := string(stat)
+		state := ""
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			state = strings.TrimSpace(s[i+1:])
+		}
+		if strings.HasPrefix(state, "T") == stopped {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.t.Fatalf("otelcoltest: the collector's process is not %s after %v", map[bool]string{true: "stopped", false: "running"}[stopped], stopTimeout)
+}
 
 // Resume continues a paused Collector (SIGCONT).
-func (c *Collector) Resume() { c.t.Helper(); c.send(syscall.SIGCONT) }
+func (c *Collector) Resume() {
+	c.t.Helper()
+	c.send(syscall.SIGCONT)
+	c.waitState(false)
+}
 
 func (c *Collector) send(sig syscall.Signal) {
 	c.t.Helper()

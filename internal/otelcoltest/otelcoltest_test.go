@@ -161,3 +161,78 @@ func TestBuildCached(t *testing.T) {
 		t.Errorf("BUILD_INFO:\n%s", b)
 	}
 }
+
+// postMetric sends one cumulative sum point over OTLP/HTTP as JSON.
+func postMetric(c *Collector, outcome string, value int64, at int64) error {
+	body := fmt.Sprintf(`{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"test"}}]},
+"scopeMetrics":[{"scope":{"name":"otelcoltest","version":"1"},"metrics":[{"name":"test.records","unit":"{record}",
+"sum":{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{"attributes":[{"key":"outcome","value":{"stringValue":%q}}],
+"startTimeUnixNano":"1700000000000000000","timeUnixNano":"%d","asInt":"%d"}]}},
+{"name":"test.ratio","gauge":{"dataPoints":[{"timeUnixNano":"%d","asDouble":0.25}]}}]}]}]}`, outcome, at, value, at)
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Post(c.HTTPEndpoint()+"/v1/metrics", "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST /v1/metrics: %s", resp.Status)
+	}
+	return nil
+}
+
+// Metrics go to their own file; Latest finds a series' last value.
+func TestMetrics(t *testing.T) {
+	c := Start(t, Options{})
+	const t0 = 1700000001000000000
+	for i, p := range []struct {
+		outcome string
+		value   int64
+	}{{"exported", 5}, {"dropped", 1}, {"exported", 9}, {"dropped", 3}} {
+		if err := postMetric(c, p.outcome, p.value, t0+int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := post(c, 1); err != nil {
+		t.Fatal(err)
+	}
+	if recs := c.WaitRecords(t, 1, 10*time.Second); len(recs) != 1 {
+		t.Errorf("%d records, want 1: a metric in the records' file?", len(recs))
+	}
+	p := c.WaitPoint(t, "test.records", map[string]any{"outcome": "dropped"}, func(p Point) bool { return p.Int == 3 }, 10*time.Second)
+	want := Point{
+		Resource: map[string]any{"service.name": "test"}, Scope: "otelcoltest", ScopeVersion: "1",
+		Name: "test.records", Unit: "{record}", Kind: "sum", Monotonic: true, Temporality: "cumulative",
+		Attributes: map[string]any{"outcome": "dropped"},
+		Start:      time.Unix(0, 1700000000000000000), Time: time.Unix(0, t0+3),
+		IsInt: true, Int: 3,
+	}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("latest dropped:\n got %+v\nwant %+v", p, want)
+	}
+	if p, ok, err := c.Latest("test.records", map[string]any{"outcome": "exported"}); err != nil || !ok || p.Int != 9 || p.Value() != 9 {
+		t.Errorf("latest exported: %+v, %v, %v", p, ok, err)
+	}
+	if s, err := c.Series("test.records", nil); err != nil || len(s) != 4 {
+		t.Errorf("series: %d points, %v; want 4", len(s), err)
+	}
+	if p, ok, err := c.Latest("test.ratio", nil); err != nil || !ok || p.Kind != "gauge" || p.IsInt || p.Value() != 0.25 {
+		t.Errorf("gauge: %+v, %v, %v", p, ok, err)
+	}
+	if _, ok, err := c.Latest("test.records", map[string]any{"outcome": "lost"}); err != nil || ok {
+		t.Errorf("a series never sent: %v, %v", ok, err)
+	}
+}
+
+// A metrics line cut short by a kill is not a point; a bad complete line
+// is an error.
+func TestParsePoints(t *testing.T) {
+	line := `{"resourceMetrics":[{"resource":{},"scopeMetrics":[{"scope":{},"metrics":[{"name":"m","sum":{"aggregationTemporality":1,"dataPoints":[{"asInt":"7"}]}},{"name":"h","histogram":{"dataPoints":[{"count":"1"}]}}]}]}]}`
+	pts, err := ParsePoints([]byte(line + "\n" + line[:40]))
+	if err != nil || len(pts) != 1 || pts[0].Name != "m" || pts[0].Int != 7 || pts[0].Temporality != "delta" || pts[0].Monotonic {
+		t.Errorf("ParsePoints = %+v, %v", pts, err)
+	}
+	if _, err := ParsePoints([]byte(line[:40] + "\n")); err == nil {
+		t.Error("a broken line parsed")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 )
 
 // jsonLinesConfig is the exporter's configuration: the file to append to.
@@ -31,6 +32,7 @@ func newJSONLinesFactory() exporter.Factory {
 		component.MustNewType("jsonlines"),
 		func() component.Config { return &jsonLinesConfig{} },
 		exporter.WithLogs(createLogs, component.StabilityLevelDevelopment),
+		exporter.WithMetrics(createMetrics, component.StabilityLevelDevelopment),
 	)
 }
 
@@ -38,12 +40,19 @@ func createLogs(_ context.Context, _ exporter.Settings, cfg component.Config) (e
 	return &jsonLines{path: cfg.(*jsonLinesConfig).Path}, nil
 }
 
+// createMetrics makes the exporter of a metrics pipeline; give it a path
+// of its own (another instance: jsonlines/metrics).
+func createMetrics(_ context.Context, _ exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
+	return &jsonLines{path: cfg.(*jsonLinesConfig).Path}, nil
+}
+
 // jsonLines writes each log record as one JSON line: an OTLP/JSON
 // ExportLogsServiceRequest (pdata's marshaler) holding the record alone,
-// with its resource and scope. It is synchronous, with no queue: the
-// receiver answers the client once the lines are written (in one write),
-// so an acknowledged record is in the file even if the Collector is
-// killed right after.
+// with its resource and scope; and each metrics request as one JSON line,
+// an OTLP/JSON ExportMetricsServiceRequest as received. It is
+// synchronous, with no queue: the receiver answers the client once the
+// lines are written (in one write), so what was acknowledged is in the
+// file even if the Collector is killed right after.
 type jsonLines struct {
 	path string
 	mu   sync.Mutex
@@ -102,11 +111,24 @@ func (j *jsonLines) ConsumeLogs(_ context.Context, ld plog.Logs) error {
 			}
 		}
 	}
+	return j.write(buf.Bytes())
+}
+
+func (j *jsonLines) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
+	var m pmetric.JSONMarshaler
+	b, err := m.MarshalMetrics(md)
+	if err != nil {
+		return err
+	}
+	return j.write(append(b, '\n'))
+}
+
+func (j *jsonLines) write(b []byte) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil {
 		return errors.New("jsonlines: not started")
 	}
-	_, err := j.f.Write(buf.Bytes())
+	_, err := j.f.Write(b)
 	return err
 }

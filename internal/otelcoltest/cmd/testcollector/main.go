@@ -1,7 +1,9 @@
 // Command testcollector is a real OpenTelemetry Collector for ngxprobe's
 // tests: the Collector's own otelcol service and OTLP receiver (gRPC and
 // HTTP), and one exporter of its own, "jsonlines", that appends each log
-// record it is given to a file as one JSON line before it answers.
+// record it is given to a file as one JSON line, and each metrics request
+// as one JSON line (to another file, in another instance), before it
+// answers.
 // otelcoltest builds and runs it; it is not part of ngxprobe.
 //
 //	testcollector --config /path/to/config.yaml
@@ -27,7 +29,7 @@ func main() {
 	set := otelcol.CollectorSettings{
 		BuildInfo: component.BuildInfo{
 			Command:     "testcollector",
-			Description: "OpenTelemetry Collector for ngxprobe's tests: OTLP in, JSON lines out",
+			Description: "OpenTelemetry Collector for ngxprobe's tests: OTLP logs and metrics in, JSON lines out",
 			Version:     "test",
 		},
 		Factories: factories,
