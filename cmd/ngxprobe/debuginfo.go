@@ -17,11 +17,12 @@ import (
 // --debug-dir directories, and debuginfod unless --offline.
 func (c *targetFlags) debugOptions(ctx context.Context) (*symbols.OpenOptions, error) {
 	opts := &symbols.OpenOptions{DebugDirs: c.debugDirs}
+	c.limits.apply(opts)
 	if c.offline {
 		opts.NoFetch = "--offline"
 		return opts, nil
 	}
-	fetch, err := newFetcher(ctx, c.diag())
+	fetch, err := newFetcher(ctx, c.diag(), &c.limits)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +78,7 @@ func debugSources(img *symbols.Image, full bool) []string {
 		out = append(out, fmt.Sprintf("%s (%s): %s", symbols.ModuleName(b), b.Kind, debugSource(b, full)))
 	}
 	for _, err := range img.Failed() {
-		out = append(out, fmt.Sprintf("%v; its functions are not probed and its frames are not named", err))
+		out = append(out, fmt.Sprintf("%s; its functions are not probed and its frames are not named", limitNames.Replace(err.Error())))
 	}
 	if n := len(img.Unopened()); n > 0 {
 		out = append(out, fmt.Sprintf("and %d more modules, not read: no probe is in them", n))
@@ -108,11 +109,12 @@ func debugSource(b *symbols.Binary, full bool) string {
 // and its dynamic modules only: libraries' debug info is large (libcrypto's
 // is over 10 MiB) and rarely what a close is about; install their dbgsym
 // packages or pass --debug-dir to get it.
-func newFetcher(ctx context.Context, progress io.Writer) (func(symbols.FetchRequest) (string, error), error) {
+func newFetcher(ctx context.Context, progress io.Writer, limits *limitFlags) (func(symbols.FetchRequest) (string, error), error) {
 	client, err := debuginfod.FromEnv()
 	if err != nil {
 		return nil, err
 	}
+	limits.fetcher(client)
 	if !client.Enabled() {
 		return nil, nil
 	}

@@ -27,6 +27,8 @@ type targetFlags struct {
 	stderr    io.Writer
 	// debug is where open looked for debug info, for the stack unwinder.
 	debug *symbols.OpenOptions
+	// limits bound what the target can make ngxprobe read (limits.go).
+	limits limitFlags
 }
 
 func (c *targetFlags) register(fs *flag.FlagSet) {
@@ -35,9 +37,11 @@ func (c *targetFlags) register(fs *flag.FlagSet) {
 	fs.Var(&c.modules, "module", "with --binary: a dynamic module or library `PATH` to resolve and probe functions in too (repeatable); with -p, every mapped module is")
 	fs.Var(&c.debugDirs, "debug-dir", "also look for debug files under `DIR`/.build-id (repeatable)")
 	fs.BoolVar(&c.offline, "offline", false, "do not fetch debug info with debuginfod (as an empty DEBUGINFOD_URLS)")
+	c.limits.register(fs)
 }
 
 func (c *targetFlags) target() (*target.Target, error) {
+	c.limits.applyTarget()
 	switch {
 	case c.pid != 0 && c.binary != "":
 		return nil, fmt.Errorf("%w: give -p or --binary, not both", errUsage)

@@ -74,6 +74,7 @@ func runFleet(ctx context.Context, flags *traceFlags, stdout, stderr io.Writer, 
 		flags.noLua = true
 		fmt.Fprintf(stderr, "ngxprobe: note: --all-nginx reads no Lua frames (the walk needs one master's addresses: use -p for OpenResty's Lua stacks)\n")
 	}
+	flags.limits.applyTarget()
 	opts, err := flags.debugOptions(ctx)
 	if err != nil {
 		return err

@@ -51,7 +51,7 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		writeHelp(stdout, help.name, help.fs)
 		return 0
 	}
-	fmt.Fprintf(stderr, "ngxprobe: %v\n", err)
+	fmt.Fprintf(stderr, "ngxprobe: %s\n", limitNames.Replace(err.Error()))
 	if errors.Is(err, errUsage) {
 		fmt.Fprint(stderr, "\n"+usageText())
 		return 2

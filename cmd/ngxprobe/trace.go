@@ -114,6 +114,7 @@ func attachTo(t *target.Target, img *symbols.Image, ps []*probes.Probe, flags *t
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	unwinder := stacks.NewUnwinder("")
 	unwinder.Debug = flags.debug // module frames get their names from the same debug info
+	flags.limits.unwinder(unwinder)
 	var names *luaNamer
 	if opts.Lua != nil {
 		names = newLuaNamer(opts.Lua)
@@ -354,7 +355,10 @@ func (tr *tracer) finish() error {
 
 // stackOutput is an unwound stack in the output model.
 func stackOutput(st stacks.Stack) *output.Stack {
-	out := &output.Stack{Frames: make([]output.Frame, len(st.Frames)), Truncated: st.Truncated, Reason: st.Reason, Notes: st.Notes}
+	out := &output.Stack{Frames: make([]output.Frame, len(st.Frames)), Truncated: st.Truncated, Reason: limitNames.Replace(st.Reason)}
+	for _, n := range st.Notes {
+		out.Notes = append(out.Notes, limitNames.Replace(n))
+	}
 	for i, f := range st.Frames {
 		out.Frames[i] = output.Frame{Module: f.Module, Address: f.Address, Symbol: f.Symbol, Offset: f.Offset, File: f.File, Line: f.Line, Inlined: f.Inlined}
 	}
