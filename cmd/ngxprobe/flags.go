@@ -113,7 +113,7 @@ func (c *traceFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.allNginx, "all-nginx", false, "trace every nginx master on the host, in every container, as they start and stop (instead of -p or --binary)")
 	fs.BoolVar(&c.noLua, "no-lua", false, "do not read Lua frames (OpenResty): stacks show C frames only, for a cheaper hit")
 	fs.Var(redactSwitch{&c.redact, true}, "redact", "mask secrets before printing: query-string values, Cookie, Set-Cookie and Authorization headers, and --redact-field values")
-	fs.Var(redactSwitch{&c.redact, false}, "no-redact", "print values unmasked, where redaction is the default (not in run and watch)")
+	fs.Var(redactSwitch{&c.redact, false}, "no-redact", "print values unmasked, where redaction is the default (--all-nginx, -o otlp)")
 	fs.Var(redactField{&c.redact}, "redact-field", "also mask every value whose name or expression matches `REGEXP` (repeatable; implies --redact)")
 }
 

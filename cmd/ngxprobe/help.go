@@ -12,11 +12,11 @@ import (
 // top-level usage.
 var synopses = map[string][]string{
 	"run": {
-		"[-p PID | --binary PATH] [--probe SPEC]... [--stack] [-o text|json] [--duration D]",
-		"[-p PID | --binary PATH] [-o text|json] [--duration D] SCRIPT | -e 'TEXT'",
+		"[-p PID | --binary PATH | --all-nginx] [--probe SPEC]... [--stack] [-o text|json|otlp] [--duration D]",
+		"[-p PID | --binary PATH | --all-nginx] [-o text|json|otlp] [--duration D] SCRIPT | -e 'TEXT'",
 	},
 	"check":      {"[-p PID | --binary PATH] SCRIPT | -e 'TEXT'"},
-	"watch":      {"[-p PID | --binary PATH] [--mode exact|diff|both] [--explain] [-o text|json] [--duration D] EXPR"},
+	"watch":      {"[-p PID | --binary PATH | --all-nginx] [--mode exact|diff|both] [--explain] [-o text|json|otlp] [--duration D] EXPR"},
 	"funcs":      {"[-p PID | --binary PATH] [PATTERN | MODULE:PATTERN]"},
 	"fields":     {"[-p PID | --binary PATH] TYPE"},
 	"features":   {""},
