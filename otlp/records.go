@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -490,7 +489,7 @@ func stackText(st *output.Stack) string {
 // keys print alike merged and sorted by value, as the other printers do.
 // An aggregation without rows has no record.
 func aggregateRecords(agg output.Aggregate, now time.Time) []record {
-	rows, texts := mergedRows(agg)
+	rows, texts := output.MergedRows(agg)
 	out := make([]record, 0, len(rows))
 	for i, r := range rows {
 		var a attrs
@@ -526,52 +525,6 @@ func aggregateRecords(agg output.Aggregate, now time.Time) []record {
 		out = append(out, record{Time: now, Observed: now, Name: AggregateName, Severity: log.SeverityInfo, Body: body, Attrs: a})
 	}
 	return out
-}
-
-// mergedRows is output's: the rows whose keys print alike merged (two
-// unreadable keys, say), sorted by value, then by key text; with each
-// row's key text.
-func mergedRows(a output.Aggregate) ([]output.AggregateRow, []string) {
-	var rows []output.AggregateRow
-	var texts []string
-	at := map[string]int{}
-	for _, r := range a.Rows {
-		parts := make([]string, len(r.Keys))
-		for i, k := range r.Keys {
-			parts[i] = k.Text
-			if !k.Readable {
-				parts[i] = "?"
-			}
-		}
-		t := strings.Join(parts, ", ")
-		if i, ok := at[t]; ok {
-			m := &rows[i]
-			m.Count += r.Count
-			m.Sum += r.Sum
-			m.Min, m.Max = min(m.Min, r.Min), max(m.Max, r.Max)
-			continue
-		}
-		at[t] = len(rows)
-		rows = append(rows, r)
-		texts = append(texts, t)
-	}
-	order := make([]int, len(rows))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(i, j int) bool {
-		vi, vj := rows[order[i]].Value(a.Func), rows[order[j]].Value(a.Func)
-		if vi != vj {
-			return vi < vj
-		}
-		return texts[order[i]] < texts[order[j]]
-	})
-	sortedRows := make([]output.AggregateRow, len(order))
-	sortedTexts := make([]string, len(order))
-	for i, k := range order {
-		sortedRows[i], sortedTexts[i] = rows[k], texts[k]
-	}
-	return sortedRows, sortedTexts
 }
 
 // summaryRecord maps the exit summary, with the records dropped before

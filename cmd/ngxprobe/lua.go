@@ -159,8 +159,6 @@ func (n *luaNamer) name(pid int, st *lua.Stack) {
 	n.namer.Name(processMemory(pid), st)
 }
 
-func (n *luaNamer) close() {}
-
 // processMemory reads another process's memory with process_vm_readv,
 // which needs ptrace access (CAP_SYS_PTRACE, kept after attach) but, unlike
 // opening /proc/PID/mem, no file permission: a worker runs as another

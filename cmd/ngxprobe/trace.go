@@ -142,9 +142,6 @@ func (tr *tracer) close() {
 	if tr.export != nil {
 		tr.export.close()
 	}
-	if tr.luaNames != nil {
-		tr.luaNames.close()
-	}
 	_ = tr.sess.Close()
 }
 

@@ -213,7 +213,7 @@ func (p *JSON) Flip(f Flip) error {
 // unreadable key is null.
 func (p *JSON) Aggregates(aggs []Aggregate) error {
 	for _, a := range aggs {
-		rows, _ := mergedRows(a)
+		rows, _ := MergedRows(a)
 		out := jsonAggregate{Name: a.Name, Func: a.Func, Keys: a.KeyNames, Rows: []jsonAggregateRow{}}
 		for _, r := range rows {
 			keys := make([]any, len(r.Keys))

@@ -32,10 +32,11 @@ func New(format string, w io.Writer) (Printer, error) {
 	return nil, fmt.Errorf("output format %q: want %s", format, strings.Join(Formats, " or "))
 }
 
-// mergedRows merges the rows whose keys print alike (two unreadable
+// MergedRows merges the rows whose keys print alike (two unreadable
 // values, say), then sorts them by value, and by key text among equals.
-// It returns the rows and each row's key text.
-func mergedRows(a Aggregate) ([]AggregateRow, []string) {
+// It returns the rows and each row's key text: every printer and
+// exporter shows an aggregation so.
+func MergedRows(a Aggregate) ([]AggregateRow, []string) {
 	var rows []AggregateRow
 	var texts []string
 	at := map[string]int{}

@@ -170,7 +170,7 @@ func writeStack(b *strings.Builder, st *Stack) {
 func (p *Text) Aggregates(aggs []Aggregate) error {
 	var b strings.Builder
 	for _, a := range aggs {
-		rows, keys := mergedRows(a)
+		rows, keys := MergedRows(a)
 		fmt.Fprintf(&b, "\n@%s (%s)", Escape(a.Name), Escape(a.Func))
 		if len(a.KeyNames) > 0 {
 			fmt.Fprintf(&b, " by %s", Escape(strings.Join(a.KeyNames, ", ")))
