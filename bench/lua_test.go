@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,13 +155,15 @@ func loop(b *testing.B, url string) float64 {
 func startAttached(b *testing.B, cmd *exec.Cmd, ready string) func() string {
 	b.Helper()
 	var stderr strings.Builder
-	cmd.Stdout = io.Discard
+	// Only the start of stdout is kept: bpftrace says "Attaching" there.
+	stdout := &headWriter{max: 4096}
+	cmd.Stdout = stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(stderr.String(), ready) {
+	for !strings.Contains(stderr.String(), ready) && !strings.Contains(stdout.String(), ready) {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
@@ -180,6 +183,29 @@ func startAttached(b *testing.B, cmd *exec.Cmd, ready string) func() string {
 		}
 		return stderr.String()
 	}
+}
+
+// headWriter keeps the first max bytes written to it and discards the
+// rest. It is safe for concurrent use.
+type headWriter struct {
+	mu   sync.Mutex
+	max  int
+	head []byte
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if room := w.max - len(w.head); room > 0 {
+		w.head = append(w.head, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (w *headWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.head)
 }
 
 // emptyprobeBinary builds the floor's probe.

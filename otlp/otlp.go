@@ -203,6 +203,7 @@ type item struct {
 	flip     *output.Flip
 	rec      *record
 	summary  *output.Summary
+	verdict  *output.Verdict
 	flushed  chan struct{}
 }
 
@@ -548,6 +549,10 @@ func (e *Exporter) handle(it item) {
 		r := flipRecord(*it.flip)
 		r.Observed = it.observed
 		e.emit(e.loggerFor(it.flip.Origin), r)
+	case it.verdict != nil:
+		r := verdictRecord(*it.verdict)
+		r.Observed = it.observed
+		e.emit(e.loggerFor(it.verdict.Origin), r)
 	case it.rec != nil:
 		e.emit(e.root, *it.rec)
 	}

@@ -2,13 +2,17 @@
 // floor against which ngxprobe's probes are measured: what remains is the
 // kernel's own trap cost.
 //
-//	emptyprobe BINARY SYMBOL   (detaches on SIGINT or SIGTERM)
+//	emptyprobe BINARY SYMBOL[%return]...   (detaches on SIGINT or SIGTERM)
+//
+// Several symbols give the floor of a probe set's points: SYMBOL%return
+// adds a uretprobe.
 package main
 
 import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/cilium/ebpf"
@@ -25,8 +29,8 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) != 2 {
-		return fmt.Errorf("usage: emptyprobe BINARY SYMBOL")
+	if len(args) < 2 {
+		return fmt.Errorf("usage: emptyprobe BINARY SYMBOL[%%return]...")
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -44,11 +48,17 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := ex.Uprobe(args[1], prog, nil)
-	if err != nil {
-		return err
+	for _, sym := range args[1:] {
+		attach := ex.Uprobe
+		if name, ok := strings.CutSuffix(sym, "%return"); ok {
+			sym, attach = name, ex.Uretprobe
+		}
+		l, err := attach(sym, prog, nil)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
 	}
-	defer l.Close()
 	fmt.Fprintln(os.Stderr, "emptyprobe: attached")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)

@@ -56,6 +56,9 @@ func registerFlags(name string, fs *flag.FlagSet) {
 	case "watch":
 		var f watchFlags
 		f.register(fs)
+	case "closes":
+		var f closesFlags
+		f.register(fs)
 	case "check":
 		var f targetFlags
 		var s scriptFlags

@@ -323,3 +323,25 @@ func (o *fleetOutput) Summary(s output.Summary) error {
 	}
 	return o.w.Flush()
 }
+
+func (o *fleetOutput) Verdict(v output.Verdict) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	v.Origin = o.originOf(v.PID)
+	if err := o.p.(output.VerdictPrinter).Verdict(v); err != nil {
+		return err
+	}
+	return o.w.Flush()
+}
+
+func (o *fleetOutput) Closes(c output.Closes) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.p.(output.VerdictPrinter).Closes(c); err != nil {
+		return err
+	}
+	return o.w.Flush()
+}
+
+// closes prints through the fleet's printer too.
+var _ output.VerdictPrinter = (*fleetOutput)(nil)

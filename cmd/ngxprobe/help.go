@@ -15,6 +15,7 @@ var synopses = map[string][]string{
 		"[-p PID | --binary PATH | --all-nginx] [--probe SPEC]... [--stack] [-o text|json|otlp] [--duration D]",
 		"[-p PID | --binary PATH | --all-nginx] [-o text|json|otlp] [--duration D] SCRIPT | -e 'TEXT'",
 	},
+	"closes":     {"[-p PID | --binary PATH | --all-nginx] [--stack] [--all] [--interval D] [-o text|json|otlp] [--duration D]"},
 	"check":      {"[-p PID | --binary PATH] SCRIPT | -e 'TEXT'"},
 	"watch":      {"[-p PID | --binary PATH | --all-nginx] [--mode exact|diff|both] [--explain] [-o text|json|otlp] [--duration D] EXPR"},
 	"funcs":      {"[-p PID | --binary PATH] [PATTERN | MODULE:PATTERN]"},
@@ -27,6 +28,7 @@ var synopses = map[string][]string{
 // summaries say in one line what each command does.
 var summaries = map[string]string{
 	"run":        "attach a probe set (the default set, --probe flags, or a script) and print its events",
+	"closes":     "explain every abnormal close of a connection in one verdict: who ended it, how, and the code that decided",
 	"check":      "resolve a probe set against the binary's DWARF, attach nothing (no root needed)",
 	"watch":      "report where a field of a connection flips, e.g. c->read->eof, with the line and a stack",
 	"funcs":      "list function instances, their modules, addresses and parameter locations",
@@ -37,7 +39,7 @@ var summaries = map[string]string{
 }
 
 // commandOrder is the order of the top-level usage.
-var commandOrder = []string{"run", "check", "watch", "funcs", "fields", "features", "version", "completion"}
+var commandOrder = []string{"run", "closes", "check", "watch", "funcs", "fields", "features", "version", "completion"}
 
 // helpError asks main to print a command's help and exit 0.
 type helpError struct {

@@ -71,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdCheck(ctx, args, stdout, stderr)
 	case "watch":
 		return cmdWatch(ctx, args, stdout, stderr)
+	case "closes":
+		return cmdCloses(ctx, args, stdout, stderr)
 	case "funcs":
 		return cmdFuncs(ctx, args, stdout, stderr)
 	case "fields":

@@ -69,7 +69,13 @@ type tracer struct {
 	// the summary goes to out too (the Collector), besides stderr.
 	export    *exportPrinter
 	exporting bool
+	// tick, when set, runs every tickEvery while the trace runs, between
+	// events (closes prints the verdicts whose incident went quiet).
+	tick func(time.Time) error
 }
+
+// tickEvery is how often tracer.tick runs.
+const tickEvery = 100 * time.Millisecond
 
 // attach attaches the probes to the target and makes the printers. The
 // caller must close the tracer.
@@ -255,7 +261,32 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 	readDone := make(chan error, 1)
 	go func() { readDone <- tr.readRecords(ctx, records) }()
 	var printErr error
-	for raw := range records {
+	var ticks <-chan time.Time
+	if tr.tick != nil {
+		ticker := time.NewTicker(tickEvery)
+		defer ticker.Stop()
+		ticks = ticker.C
+	}
+	for {
+		var raw []byte
+		select {
+		case r, ok := <-records:
+			if !ok {
+				records = nil
+				break
+			}
+			raw = r
+		case now := <-ticks:
+			if printErr == nil {
+				if printErr = tr.tick(now); printErr == nil {
+					printErr = tr.buffered.Flush()
+				}
+			}
+			continue
+		}
+		if records == nil {
+			break
+		}
 		if printErr != nil {
 			continue // drain, so that the reader can finish
 		}

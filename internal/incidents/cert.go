@@ -59,3 +59,11 @@ func writeSelfSignedCert(t testing.TB) (certFile, keyFile string) {
 	}
 	return certFile, keyFile
 }
+
+// SelfSignedCert writes a self-signed ECDSA P-256 certificate and key for
+// 127.0.0.1 into a test directory, for tests that need their own TLS
+// listener.
+func SelfSignedCert(t testing.TB) (certFile, keyFile string) {
+	t.Helper()
+	return writeSelfSignedCert(t)
+}

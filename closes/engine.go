@@ -1,0 +1,868 @@
+package closes
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/output"
+)
+
+// DefaultQuiet is how long an incident whose client connection lives on
+// waits for more events before its verdict is printed.
+const DefaultQuiet = 300 * time.Millisecond
+
+// Engine joins the probe set's events into verdicts. It is not safe for
+// concurrent use.
+type Engine struct {
+	// Symbolize names the function at a runtime address of process pid
+	// (event handlers are read as pointers); "" when unknown.
+	Symbolize func(pid uint32, addr uint64) string
+	// Quiet is how long an incident waits for more events; DefaultQuiet
+	// if zero.
+	Quiet time.Duration
+	// All makes healthy closes seen in user space (a lingering close
+	// ended by the client's FIN) verdicts too.
+	All bool
+
+	pending  map[incidentKey]*incident
+	healthy  map[string]uint64
+	verdicts uint64
+}
+
+type incidentKey struct {
+	pid  uint32 // the master's or worker's: *N is unique per nginx
+	conn uint64
+}
+
+// incident is the events of one client connection not yet explained.
+type incident struct {
+	key    incidentKey
+	last   time.Time
+	first  output.Event
+	close  *output.Event
+	term   *output.Event
+	next   *output.Event
+	h2     *output.Event
+	stream *output.Event
+	errors []output.Event
+	logs   []output.Event
+}
+
+// event is an output.Event with its values by group and name.
+type event struct {
+	output.Event
+	group string
+}
+
+func (e event) value(group, name string) (output.Value, bool) {
+	for _, v := range e.Values {
+		if v.Group == group && v.Name == name {
+			return v, v.Readable
+		}
+	}
+	return output.Value{}, false
+}
+
+func num(ev output.Event, group, name string) int64 {
+	v, ok := event{Event: ev}.value(group, name)
+	if !ok {
+		return 0
+	}
+	switch d := v.Data.(type) {
+	case int64:
+		return d
+	case uint64:
+		return int64(d)
+	case output.Pointer:
+		return int64(d)
+	}
+	return 0
+}
+
+func str(ev output.Event, group, name string) string {
+	v, ok := event{Event: ev}.value(group, name)
+	if !ok {
+		return ""
+	}
+	if s, ok := v.Data.(string); ok {
+		return s
+	}
+	return ""
+}
+
+func readable(ev output.Event, group, name string) bool {
+	_, ok := event{Event: ev}.value(group, name)
+	return ok
+}
+
+func groupOf(ev output.Event) string {
+	if len(ev.Values) == 0 {
+		return ""
+	}
+	return ev.Values[0].Group
+}
+
+// Add takes one event of the probe set and returns the verdicts it
+// completes (the client connection closed).
+func (e *Engine) Add(ev output.Event) []output.Verdict {
+	if e.pending == nil {
+		e.pending = map[incidentKey]*incident{}
+		e.healthy = map[string]uint64{}
+	}
+	g := groupOf(ev)
+	var conn uint64
+	switch g {
+	case groupError:
+		conn = uint64(num(ev, g, "log")) // an upstream's errors join its client
+	case groupLog:
+		conn = uint64(num(ev, g, "conn"))
+		if conn == 0 {
+			return nil // not about a connection (a config or cycle message)
+		}
+	case groupClose, groupTerminate, groupNext, groupH2Reset, groupStream:
+		conn = uint64(num(ev, g, "conn"))
+	default:
+		return nil
+	}
+	key := incidentKey{pid: ev.PID, conn: conn}
+	in := e.pending[key]
+	if in == nil {
+		in = &incident{key: key, first: ev}
+		e.pending[key] = in
+	}
+	in.last = ev.Time
+	switch g {
+	case groupClose:
+		in.close = &ev
+	case groupTerminate:
+		in.term = &ev
+	case groupNext:
+		in.next = &ev
+	case groupH2Reset:
+		in.h2 = &ev
+	case groupStream:
+		in.stream = &ev
+	case groupError:
+		in.errors = append(in.errors, ev)
+	case groupLog:
+		in.logs = append(in.logs, ev)
+	}
+	if g == groupClose || g == groupStream {
+		// The connection is gone: nothing more will come for it.
+		delete(e.pending, key)
+		return e.explain(in)
+	}
+	return nil
+}
+
+// Flush returns the verdicts of incidents quiet since before now-Quiet,
+// or of all of them when all is set (the trace ends).
+func (e *Engine) Flush(now time.Time, all bool) []output.Verdict {
+	quiet := e.Quiet
+	if quiet == 0 {
+		quiet = DefaultQuiet
+	}
+	var ready []*incident
+	for k, in := range e.pending {
+		if all || now.Sub(in.last) >= quiet {
+			ready = append(ready, in)
+			delete(e.pending, k)
+		}
+	}
+	sort.Slice(ready, func(i, j int) bool { return ready[i].last.Before(ready[j].last) })
+	var out []output.Verdict
+	for _, in := range ready {
+		out = append(out, e.explain(in)...)
+	}
+	return out
+}
+
+// Verdicts is how many verdicts the engine has returned.
+func (e *Engine) Verdicts() uint64 { return e.verdicts }
+
+// Healthy returns the healthy closes by kind: those the kernel counted
+// (rows of the HealthyAggregation) and those the engine recognized.
+func (e *Engine) Healthy(agg *output.Aggregate) []output.HealthyCount {
+	counts := map[string]uint64{}
+	for k, n := range e.healthy {
+		counts[k] += n
+	}
+	if agg != nil {
+		for _, r := range agg.Rows {
+			if len(r.Keys) != 3 {
+				continue
+			}
+			idle, eof, timedout := keyBit(r.Keys[0]), keyBit(r.Keys[1]), keyBit(r.Keys[2])
+			counts[healthyKind(idle, eof, timedout)] += uint64(r.Count)
+		}
+	}
+	var out []output.HealthyCount
+	for k, n := range counts {
+		out = append(out, output.HealthyCount{Kind: k, Count: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
+	return out
+}
+
+func keyBit(v output.Key) bool {
+	switch d := v.Data.(type) {
+	case int64:
+		return d != 0
+	case uint64:
+		return d != 0
+	}
+	return false
+}
+
+// The healthy kinds, as the summary and the JSON "healthy" object name
+// them.
+const (
+	HealthyKeepaliveClosed  = "client_closed_keepalive"
+	HealthyKeepaliveTimeout = "keepalive_timeout"
+	HealthyIdleClosed       = "idle_closed_by_nginx"
+	HealthyAfterResponse    = "closed_after_response"
+	HealthyLingering        = "lingering_close"
+)
+
+func healthyKind(idle, eof, timedout bool) string {
+	switch {
+	case idle && timedout:
+		return HealthyKeepaliveTimeout
+	case idle && eof:
+		return HealthyKeepaliveClosed
+	case idle:
+		// Reload, shutdown, or nginx reusing an idle connection when it
+		// runs out of worker_connections.
+		return HealthyIdleClosed
+	}
+	return HealthyAfterResponse
+}
+
+// base strips GCC clone suffixes: ngx_http_close_request.isra.0.
+func base(name string) string {
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return name[:i]
+	}
+	return name
+}
+
+func (e *Engine) handler(ev output.Event, group, name string) string {
+	if e.Symbolize == nil {
+		return ""
+	}
+	v, ok := event{Event: ev}.value(group, name)
+	if !ok {
+		return ""
+	}
+	p, ok := v.Data.(output.Pointer)
+	if !ok || p == 0 {
+		return ""
+	}
+	return base(e.Symbolize(ev.PID, uint64(p)))
+}
+
+// phaseOf names what a connection was doing from its event handler.
+func phaseOf(handler string) string {
+	switch handler {
+	case "ngx_http_wait_request_handler":
+		return PhaseWaitingRequest
+	case "ngx_http_ssl_handshake", "ngx_http_ssl_handshake_handler", "ngx_ssl_handshake_handler":
+		return PhaseTLSHandshake
+	case "ngx_http_process_request_line", "ngx_http_process_request_headers":
+		return PhaseRequestHeader
+	case "ngx_http_read_client_request_body_handler", "ngx_http_read_discarded_request_body_handler", "ngx_http_discarded_request_body_handler":
+		return PhaseRequestBody
+	case "ngx_http_keepalive_handler":
+		return PhaseIdle
+	case "ngx_http_lingering_close_handler":
+		return PhaseLingeringClose
+	case "ngx_http_writer", "ngx_http_upstream_process_downstream", "ngx_http_upstream_process_non_buffered_downstream", "ngx_http_upstream_process_upstream", "ngx_http_upstream_process_non_buffered_upstream":
+		return PhaseResponse
+	case "ngx_http_upstream_rd_check_broken_connection", "ngx_http_upstream_wr_check_broken_connection":
+		return PhaseWaitingUpstream
+	case "ngx_http_upstream_upgraded_read_downstream", "ngx_http_upstream_upgraded_write_downstream", "ngx_http_upstream_upgraded_read_upstream", "ngx_http_upstream_upgraded_write_upstream":
+		return PhaseTunnel
+	case "ngx_http_v2_read_handler", "ngx_http_v2_write_handler", "ngx_http_v2_idle_handler":
+		return PhaseHTTP2
+	case "ngx_http_upstream_handler":
+		return PhaseUpstream
+	}
+	if strings.HasPrefix(handler, "ngx_stream_") {
+		return PhaseStream
+	}
+	return ""
+}
+
+// The phases: what nginx was doing when the connection ended.
+const (
+	PhaseWaitingRequest  = "waiting_request"
+	PhaseTLSHandshake    = "tls_handshake"
+	PhaseRequestHeader   = "request_header"
+	PhaseRequestBody     = "request_body"
+	PhaseIdle            = "keepalive_idle"
+	PhaseLingeringClose  = "lingering_close"
+	PhaseResponse        = "response"
+	PhaseWaitingUpstream = "waiting_upstream"
+	PhaseTunnel          = "tunnel"
+	PhaseHTTP2           = "http2"
+	PhaseUpstream        = "upstream"
+	PhaseUpstreamConnect = "upstream_connect"
+	PhaseUpstreamSend    = "upstream_send_request"
+	PhaseUpstreamHeader  = "upstream_header"
+	PhaseUpstreamBody    = "upstream_body"
+	PhaseStream          = "stream"
+)
+
+// The causes.
+const (
+	CauseFIN             = "fin"
+	CauseRST             = "rst"
+	CauseRefused         = "refused"
+	CauseTimeout         = "timeout"
+	CauseTLS             = "tls"
+	CauseSocketError     = "socket_error"
+	CauseInvalidResponse = "invalid_response"
+	CauseH2ResetStream   = "h2_rst_stream"
+	CauseReturn444       = "return_444"
+	CauseLimitReq        = "limit_req"
+	CauseLimitConn       = "limit_conn"
+	CauseHandlerError    = "handler_error"
+	CauseNoRequest       = "no_request"
+)
+
+// The initiators and sides.
+const (
+	Client   = "client"
+	Upstream = "upstream"
+	Nginx    = "nginx"
+)
+
+// Errno values nginx reports (Linux).
+const (
+	errnoEPIPE        = 32
+	errnoECONNRESET   = 104
+	errnoETIMEDOUT    = 110
+	errnoECONNREFUSED = 111
+)
+
+// ngx_http_upstream_next's ft_type bits.
+const (
+	ftError         = 0x2
+	ftTimeout       = 0x4
+	ftInvalidHeader = 0x8
+)
+
+// explain turns an incident into its verdict, or none when it is healthy
+// after all (a lingering close) or holds nothing to explain.
+func (e *Engine) explain(in *incident) []output.Verdict {
+	v := output.Verdict{Time: in.first.Time, PID: in.first.PID, Conn: in.key.conn, Side: Client}
+	var primary *output.Event
+	limit := e.limitLog(in)
+	for _, l := range in.logs {
+		if v.ErrorLog == "" {
+			v.ErrorLog = logText(l)
+		}
+	}
+	switch {
+	case in.next != nil:
+		primary = in.next
+		e.upstreamBefore(in, &v)
+	case in.stream != nil:
+		primary = in.stream
+		e.stream(in, &v)
+	case in.term != nil:
+		primary = in.term
+		e.terminated(in, &v, limit)
+	case in.close != nil:
+		primary = in.close
+		if !e.closed(in, &v) {
+			return nil
+		}
+	case limit != "":
+		primary = &in.logs[0]
+		e.logRequest(*primary, &v)
+		v.Initiator, v.Cause = Nginx, limit
+		if v.Status == 0 {
+			v.Status = 503
+		}
+		v.Summary = fmt.Sprintf("nginx refused the request (%s)", limit)
+	case e.upstreamLog(in) != nil:
+		primary = e.upstreamLog(in)
+		e.logRequest(*primary, &v)
+		v.Side, v.Initiator, v.Cause = Upstream, Upstream, CauseFIN
+		v.Peer = str(*primary, "log request", "peer")
+		v.Phase = PhaseUpstreamBody
+		if strings.Contains(str(*primary, groupLog, "action"), "header") {
+			v.Phase = PhaseUpstreamHeader
+		}
+		v.Summary = "upstream closed the connection (FIN) " + phaseWhile(v.Phase) + "; nginx ended the response there and closed the client connection"
+	case len(in.errors) > 0:
+		primary = &in.errors[0]
+		e.errorOnly(in, &v)
+	default:
+		return nil
+	}
+	if v.Peer == "" && in.close != nil && v.Side == Client {
+		v.Peer = str(*in.close, groupClose, "client")
+	}
+	if v.Peer == "" && in.term != nil && v.Side == Client {
+		v.Peer = str(*in.term, groupTerminate, "client")
+	}
+	v.Time = primary.Time
+	v.Stack = primary.Stack
+	v.DecidedAt, v.Via = decided(primary.Stack)
+	if v.DecidedAt == nil || dispatch[base(v.DecidedAt.Symbol)] {
+		// The handler that decided returned, or tail-called the close:
+		// name it from the event handler that was running.
+		if h := e.decidingHandler(in, primary); h != "" {
+			via := ""
+			if v.DecidedAt != nil {
+				via = base(v.DecidedAt.Symbol)
+			}
+			v.DecidedAt, v.Via = &output.Frame{Symbol: h}, via
+		}
+	}
+	e.verdicts++
+	return []output.Verdict{v}
+}
+
+// formatVerb is a printf verb of nginx's (%V, %ui, %03ui, %*s).
+var formatVerb = regexp.MustCompile(`%[-0-9.*]*[a-zA-Z]+`)
+
+// logText is an error-log line as its format string shows it, with its
+// arguments (not read) shown as "…".
+func logText(l output.Event) string {
+	text := formatVerb.ReplaceAllString(str(l, groupLog, "fmt"), "…")
+	if a := str(l, groupLog, "action"); a != "" {
+		text += " while " + a
+	}
+	return text
+}
+
+// upstreamLog is the incident's "upstream prematurely closed
+// connection" line, which is all nginx leaves of an upstream FIN after
+// the response header was sent: it ends the response and closes the
+// client connection as if the response were complete.
+func (e *Engine) upstreamLog(in *incident) *output.Event {
+	for i, l := range in.logs {
+		if strings.HasPrefix(str(l, groupLog, "fmt"), "upstream prematurely closed connection") {
+			return &in.logs[i]
+		}
+	}
+	return nil
+}
+
+// logRequest fills the request of an HTTP error-log line.
+func (e *Engine) logRequest(l output.Event, v *output.Verdict) {
+	if e.handler(l, groupLog, "lh") != "ngx_http_log_error" {
+		return
+	}
+	v.Method, v.URI = str(l, "log request", "method"), str(l, "log request", "uri")
+	v.Status = int(num(l, "log request", "status"))
+}
+
+// limitLog says whether limit_req or limit_conn logged a rejection.
+func (e *Engine) limitLog(in *incident) string {
+	for _, l := range in.logs {
+		f := str(l, groupLog, "fmt")
+		switch {
+		case strings.HasPrefix(f, "limiting requests"):
+			return CauseLimitReq
+		case strings.HasPrefix(f, "limiting connections"):
+			return CauseLimitConn
+		}
+	}
+	return ""
+}
+
+// errnoOf is the errno of the incident's socket error on the connection
+// numbered conn (0: any), and its text.
+func errnoOf(in *incident, conn uint64) (int, string) {
+	for _, ev := range in.errors {
+		if conn == 0 || uint64(num(ev, groupError, "conn")) == conn {
+			return int(num(ev, groupError, "err")), str(ev, groupError, "text")
+		}
+	}
+	return 0, ""
+}
+
+func errnoCause(errno int) string {
+	switch errno {
+	case errnoECONNRESET, errnoEPIPE:
+		return CauseRST
+	case errnoECONNREFUSED:
+		return CauseRefused
+	case errnoETIMEDOUT:
+		return CauseTimeout
+	}
+	return CauseSocketError
+}
+
+// upstreamBefore explains an upstream that failed before nginx committed
+// to its response: ngx_http_upstream_next ran.
+func (e *Engine) upstreamBefore(in *incident, v *output.Verdict) {
+	x := *in.next
+	v.Side, v.Initiator = Upstream, Upstream
+	v.PeerConn = uint64(num(x, groupNext, "uconn"))
+	v.Peer = str(x, groupNext, "peer")
+	v.Method, v.URI = str(x, groupNext, "method"), str(x, groupNext, "uri")
+	ft := num(x, groupNext, "ft_type")
+	sent := num(x, groupNext, "request_sent") != 0
+	v.Status = 502
+	v.Phase = PhaseUpstreamHeader
+	if !sent {
+		v.Phase = PhaseUpstreamSend
+	}
+	errno, text := errnoOf(in, v.PeerConn)
+	v.Errno = errno
+	switch {
+	case ft&ftTimeout != 0:
+		v.Cause, v.Status = CauseTimeout, 504
+		if num(x, "next peer", "wtimedout") != 0 && !sent {
+			v.Phase = PhaseUpstreamConnect
+			v.Summary = "upstream did not accept the connection in time (proxy_connect_timeout)"
+		} else {
+			v.Summary = "upstream did not answer in time (proxy_read_timeout)"
+		}
+	case ft&ftInvalidHeader != 0:
+		v.Cause = CauseInvalidResponse
+		v.Summary = "upstream sent an invalid response header"
+	case errno != 0:
+		v.Cause = errnoCause(errno)
+		if strings.HasPrefix(text, "connect()") {
+			v.Phase = PhaseUpstreamConnect
+		}
+		switch v.Cause {
+		case CauseRST:
+			v.Summary = "upstream sent RST " + phaseWhile(v.Phase)
+		case CauseRefused:
+			v.Summary = "upstream refused the connection"
+		default:
+			v.Summary = fmt.Sprintf("upstream connection failed (%s: errno %d) %s", text, errno, phaseWhile(v.Phase))
+		}
+	case num(x, "next peer", "eof") != 0:
+		v.Cause = CauseFIN
+		v.Summary = "upstream closed the connection (FIN) " + phaseWhile(v.Phase)
+	default:
+		v.Cause = CauseSocketError
+		v.Summary = "upstream failed " + phaseWhile(v.Phase)
+	}
+	v.Summary += fmt.Sprintf("; nginx answered %d", v.Status)
+}
+
+func phaseWhile(phase string) string {
+	switch phase {
+	case PhaseUpstreamConnect:
+		return "while nginx was connecting"
+	case PhaseUpstreamSend:
+		return "while nginx was sending the request"
+	case PhaseUpstreamHeader:
+		return "before the response header"
+	case PhaseUpstreamBody:
+		return "in the middle of the response body"
+	case PhaseRequestHeader:
+		return "while nginx read the request header"
+	case PhaseRequestBody:
+		return "while nginx read the request body"
+	case PhaseResponse:
+		return "while nginx sent the response"
+	case PhaseWaitingUpstream:
+		return "while nginx waited for the upstream"
+	case PhaseTLSHandshake:
+		return "during the TLS handshake"
+	case PhaseIdle:
+		return "on an idle keepalive connection"
+	case PhaseWaitingRequest:
+		return "before sending a request"
+	case PhaseTunnel:
+		return "in an upgraded (websocket) tunnel"
+	case PhaseHTTP2:
+		return "on an HTTP/2 connection"
+	}
+	return ""
+}
+
+// terminated explains a request that ngx_http_terminate_request ended.
+func (e *Engine) terminated(in *incident, v *output.Verdict, limit string) {
+	t := *in.term
+	g := groupTerminate
+	rc := num(t, g, "rc")
+	v.Method, v.URI = str(t, g, "method"), str(t, g, "uri")
+	status := num(t, g, "status")
+	if rc > 0 && (status == 0 || num(t, g, "sent") == 0) {
+		status = rc
+	}
+	v.Status = int(status)
+	upstream := readable(t, "terminate upstream", "peer")
+	if upstream {
+		v.Peer = ""
+	}
+	phase := phaseOf(e.handler(t, g, "rh"))
+	if wh := phaseOf(e.handler(t, g, "wh")); wh == PhaseResponse || phase == "" {
+		phase = wh
+	}
+	if num(t, "terminate write", "timedout") != 0 {
+		phase = PhaseResponse
+	}
+	v.Phase = phase
+	clientErrno, clientText := errnoOf(in, in.key.conn)
+	switch {
+	case rc == 444 && limit != "":
+		v.Initiator, v.Cause = Nginx, limit
+		v.Summary = fmt.Sprintf("nginx closed the connection without a response (%s with status 444)", limit)
+	case rc == 444:
+		v.Initiator, v.Cause = Nginx, CauseReturn444
+		v.Summary = "nginx closed the connection without a response (return 444)"
+	case in.h2 != nil:
+		v.Initiator, v.Cause, v.Phase = Client, CauseH2ResetStream, PhaseHTTP2
+		v.Summary = fmt.Sprintf("client reset HTTP/2 stream %d (RST_STREAM) %s", num(*in.h2, groupH2Reset, "sid"), phaseWhile(phase))
+	case rc == 499:
+		v.Initiator, v.Cause = Client, CauseFIN
+		if num(t, "terminate read", "error") != 0 {
+			v.Cause = CauseRST
+		}
+		if upstream {
+			v.Phase = PhaseWaitingUpstream
+		}
+		v.Summary = "client closed first " + phaseWhile(v.Phase)
+		if p := str(t, "terminate upstream", "peer"); p != "" {
+			v.Summary = "client closed first while nginx waited for upstream " + p
+		}
+	case rc == 408:
+		v.Initiator, v.Cause = Client, CauseTimeout
+		switch v.Phase {
+		case PhaseRequestBody:
+			v.Summary = "client sent the request body too slowly (client_body_timeout)"
+		case PhaseResponse:
+			v.Summary = "client stopped reading the response (send_timeout)"
+		default:
+			v.Summary = "client timed out " + phaseWhile(v.Phase)
+		}
+	case clientErrno != 0:
+		v.Initiator, v.Cause, v.Errno = Client, errnoCause(clientErrno), clientErrno
+		v.Summary = fmt.Sprintf("client connection failed: %s (errno %d) %s", clientText, clientErrno, phaseWhile(v.Phase))
+		if v.Cause == CauseRST {
+			v.Summary = "client sent RST " + phaseWhile(v.Phase)
+		}
+	case upstream && num(t, "terminate upstream", "header_sent") != 0 && (num(t, "terminate upstream", "upstream_eof") != 0 || num(t, "terminate upstream", "upstream_error") != 0):
+		v.Side, v.Initiator, v.Phase = Upstream, Upstream, PhaseUpstreamBody
+		v.Peer = str(t, "terminate upstream", "peer")
+		if errno, _ := errnoOf(in, 0); errno != 0 {
+			v.Errno, v.Cause = errno, errnoCause(errno)
+			v.PeerConn = upstreamConn(in)
+		} else {
+			v.Cause = CauseFIN
+		}
+		verb := "closed the connection (FIN)"
+		if v.Cause == CauseRST {
+			verb = "sent RST"
+		}
+		v.Summary = fmt.Sprintf("upstream %s in the middle of the response body; nginx closed the client connection", verb)
+	case num(t, g, "error") != 0 || num(t, "terminate read", "eof") != 0:
+		v.Initiator, v.Cause = Client, CauseFIN
+		v.Summary = "client closed the connection " + phaseWhile(v.Phase)
+	default:
+		v.Initiator, v.Cause = Nginx, CauseHandlerError
+		v.Summary = fmt.Sprintf("nginx ended the request after an error (rc %d)", rc)
+	}
+}
+
+// upstreamConn is the *N of an upstream connection with a socket error.
+func upstreamConn(in *incident) uint64 {
+	for _, ev := range in.errors {
+		if c := uint64(num(ev, groupError, "conn")); c != in.key.conn {
+			return c
+		}
+	}
+	return 0
+}
+
+// closed explains a client connection that closed abnormally with no
+// request ended before (ngx_http_close_connection alone). It returns
+// false for a close that is healthy after all.
+func (e *Engine) closed(in *incident, v *output.Verdict) bool {
+	c := *in.close
+	g := groupClose
+	phase := phaseOf(e.handler(c, g, "rh"))
+	v.Phase = phase
+	errno, text := errnoOf(in, in.key.conn)
+	readErr := num(c, "close read", "error") != 0
+	eof := num(c, "close read", "eof") != 0
+	timedout := num(c, "close read", "timedout") != 0 || num(c, "close write", "timedout") != 0 || num(c, g, "timedout") != 0
+	switch {
+	case phase == PhaseLingeringClose && errno == 0 && !e.All:
+		e.healthy[HealthyLingering]++
+		return false
+	case phase == PhaseHTTP2 && errno == 0 && !readErr && num(c, "close write", "error") == 0 && !e.All:
+		// An HTTP/2 connection ends with the client's FIN, or an idle
+		// timeout, outside any stream: HTTP/2's keepalive. (Its
+		// c->error is set by ngx_http_v2_finalize_connection.)
+		kind := HealthyKeepaliveClosed
+		if timedout {
+			kind = HealthyKeepaliveTimeout
+		}
+		e.healthy[kind]++
+		return false
+	case errno != 0:
+		v.Initiator, v.Cause, v.Errno = Client, errnoCause(errno), errno
+		v.Summary = fmt.Sprintf("client connection failed: %s (errno %d) %s", text, errno, phaseWhile(phase))
+		if v.Cause == CauseRST {
+			v.Summary = "client sent RST " + phaseWhile(phase)
+		}
+	case phase == PhaseTLSHandshake && readErr:
+		v.Initiator, v.Cause = Client, CauseTLS
+		v.Summary = "TLS handshake failed (the client sent what is not TLS, or TLS nginx refused)"
+	case timedout:
+		v.Initiator, v.Cause = Client, CauseTimeout
+		switch phase {
+		case PhaseRequestHeader:
+			v.Summary = "client sent the request header too slowly (client_header_timeout)"
+			v.Status = 408
+		case PhaseWaitingRequest:
+			v.Summary = "client sent no request in time (client_header_timeout)"
+		default:
+			v.Summary = "client timed out " + phaseWhile(phase)
+		}
+	case eof && phase == PhaseWaitingRequest:
+		v.Initiator, v.Cause = Client, CauseNoRequest
+		v.Summary = "client closed the connection without sending a request"
+	case eof:
+		v.Initiator, v.Cause = Client, CauseFIN
+		v.Summary = "client sent FIN " + phaseWhile(phase) + "; nginx closed it"
+	default:
+		v.Initiator, v.Cause = Client, CauseSocketError
+		v.Summary = "the connection failed " + phaseWhile(phase)
+	}
+	return true
+}
+
+// stream explains a stream-module session that ended with a status other
+// than 200.
+func (e *Engine) stream(in *incident, v *output.Verdict) {
+	s := *in.stream
+	v.Phase = PhaseStream
+	v.Status = int(num(s, groupStream, "rc"))
+	v.Peer = str(s, groupStream, "client")
+	errno, text := errnoOf(in, 0)
+	uc := upstreamConn(in)
+	switch {
+	case uc != 0:
+		v.Side, v.Initiator, v.PeerConn = Upstream, Upstream, uc
+		v.Peer = str(s, groupStream, "peer")
+		v.Errno, v.Cause = errno, errnoCause(errno)
+		v.Summary = fmt.Sprintf("stream upstream failed: %s (errno %d)", text, errno)
+		if v.Cause == CauseRST {
+			v.Summary = "stream upstream sent RST"
+		}
+	case errno != 0:
+		v.Initiator, v.Errno, v.Cause = Client, errno, errnoCause(errno)
+		v.Summary = fmt.Sprintf("stream client connection failed: %s (errno %d)", text, errno)
+	default:
+		v.Initiator, v.Cause = Nginx, CauseHandlerError
+		v.Summary = fmt.Sprintf("stream session ended with status %d", v.Status)
+	}
+}
+
+// errorOnly explains socket errors with no request or close seen: a
+// client reset while the connection lives on, or an upstream error on a
+// stream.
+func (e *Engine) errorOnly(in *incident, v *output.Verdict) {
+	first := in.errors[0]
+	errno := int(num(first, groupError, "err"))
+	text := str(first, groupError, "text")
+	v.Errno, v.Cause = errno, errnoCause(errno)
+	v.Phase = phaseOf(e.handler(first, groupError, "rh"))
+	if c := uint64(num(first, groupError, "conn")); c != in.key.conn {
+		v.Side, v.Initiator, v.PeerConn = Upstream, Upstream, c
+		v.Peer = str(first, groupError, "peer")
+		v.Summary = fmt.Sprintf("upstream connection failed: %s (errno %d)", text, errno)
+		return
+	}
+	v.Initiator = Client
+	v.Peer = str(first, groupError, "peer")
+	v.Summary = fmt.Sprintf("client connection failed: %s (errno %d) %s", text, errno, phaseWhile(v.Phase))
+}
+
+// dispatch are nginx's event loop and handler dispatchers: a decision
+// seen from one of them was made by the handler it ran.
+var dispatch = map[string]bool{
+	"ngx_event_expire_timers":       true,
+	"ngx_epoll_process_events":      true,
+	"ngx_process_events_and_timers": true,
+	"ngx_event_process_posted":      true,
+	"ngx_http_request_handler":      true,
+	"ngx_http_upstream_handler":     true,
+}
+
+// decidingHandler names the event handler that was running at the
+// primary event: the request's or upstream's, else the connection's.
+func (e *Engine) decidingHandler(in *incident, primary *output.Event) string {
+	g := groupOf(*primary)
+	var names []string
+	switch g {
+	case groupNext:
+		names = []string{e.handler(*primary, "next handlers", "rh"), e.handler(*primary, "next handlers", "wh")}
+		if num(*primary, "next peer", "wtimedout") != 0 {
+			names[0], names[1] = names[1], names[0]
+		}
+	case groupTerminate:
+		names = []string{e.handler(*primary, g, "rh"), e.handler(*primary, g, "wh")}
+		if num(*primary, "terminate write", "timedout") != 0 {
+			names[0], names[1] = names[1], names[0]
+		}
+	case groupClose, groupError, groupStream:
+		names = []string{e.handler(*primary, g, "rh")}
+	}
+	for _, n := range names {
+		if n != "" && !dispatch[n] && !strings.HasSuffix(n, "_empty_handler") && n != "ngx_http_block_reading" {
+			return n
+		}
+	}
+	return ""
+}
+
+// machinery are nginx's generic close, finalize and error functions: the
+// code that decided is the first frame outside them.
+var machinery = map[string]bool{
+	"ngx_http_close_connection":          true,
+	"ngx_close_connection":               true,
+	"ngx_http_close_request":             true,
+	"ngx_http_free_request":              true,
+	"ngx_http_terminate_request":         true,
+	"ngx_http_finalize_request":          true,
+	"ngx_http_finalize_connection":       true,
+	"ngx_http_upstream_finalize_request": true,
+	"ngx_http_upstream_next":             true,
+	"ngx_connection_error":               true,
+	"ngx_log_error_core":                 true,
+	"ngx_stream_finalize_session":        true,
+	"ngx_stream_proxy_finalize":          true,
+	"ngx_stream_close_connection":        true,
+	"ngx_http_run_posted_requests":       true,
+}
+
+// decided returns the first frame outside nginx's close machinery, and
+// the function it was called from.
+func decided(st *output.Stack) (*output.Frame, string) {
+	if st == nil {
+		return nil, ""
+	}
+	for i, f := range st.Frames {
+		if f.Lua != nil || f.Symbol == "" || machinery[base(f.Symbol)] {
+			continue
+		}
+		d := f
+		via := ""
+		for _, g := range st.Frames[i+1:] {
+			if g.Symbol != "" && g.Lua == nil {
+				via = base(g.Symbol)
+				break
+			}
+		}
+		return &d, via
+	}
+	return nil, ""
+}

@@ -1,0 +1,113 @@
+package closes
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/output"
+)
+
+// ev makes an event of the probe set: values are group, name, data
+// triples in order, the first group naming the probe.
+func ev(at time.Time, vals ...any) output.Event {
+	e := output.Event{Time: at, PID: 7}
+	for i := 0; i+2 < len(vals); i += 3 {
+		e.Values = append(e.Values, output.Value{Group: vals[i].(string), Name: vals[i+1].(string), Data: vals[i+2], Readable: true})
+	}
+	return e
+}
+
+var t0 = time.Date(2026, 11, 30, 11, 2, 3, 0, time.UTC)
+
+func TestUpstreamErrorJoinsItsClient(t *testing.T) {
+	e := &Engine{}
+	// The upstream connection *8 reports a reset; its log is the client's
+	// *7; then ngx_http_upstream_next decides.
+	if vs := e.Add(ev(t0, "error", "conn", int64(8), "error", "log", int64(7), "error", "err", int64(104), "error", "text", "recv() failed")); vs != nil {
+		t.Fatalf("a verdict before the incident ended: %+v", vs)
+	}
+	e.Add(ev(t0, "next", "ft_type", int64(ftError), "next", "conn", int64(7), "next", "uconn", int64(8), "next", "peer", "127.0.0.1:8080",
+		"next", "request_sent", int64(1), "next", "method", "GET", "next", "uri", "/upload"))
+	if vs := e.Flush(t0.Add(DefaultQuiet/2), false); len(vs) != 0 {
+		t.Fatalf("flushed before the quiet period: %+v", vs)
+	}
+	vs := e.Flush(t0.Add(DefaultQuiet), false)
+	if len(vs) != 1 {
+		t.Fatalf("%d verdicts, want 1", len(vs))
+	}
+	v := vs[0]
+	if v.Conn != 7 || v.PeerConn != 8 || v.Side != Upstream || v.Cause != CauseRST || v.Errno != 104 || v.Status != 502 || v.Method != "GET" {
+		t.Errorf("verdict %+v", v)
+	}
+	if !strings.Contains(v.Summary, "RST") {
+		t.Errorf("summary %q", v.Summary)
+	}
+	if e.Verdicts() != 1 {
+		t.Errorf("Verdicts() = %d", e.Verdicts())
+	}
+}
+
+func TestCloseEndsTheIncident(t *testing.T) {
+	e := &Engine{Symbolize: func(pid uint32, addr uint64) string {
+		if addr == 0x1000 {
+			return "ngx_http_process_request_headers.isra.0"
+		}
+		return ""
+	}}
+	vs := e.Add(ev(t0, "close", "conn", int64(4), "close", "client", "203.0.113.7", "close", "timedout", int64(1), "close", "rh", output.Pointer(0x1000),
+		"close read", "timedout", int64(1)))
+	if len(vs) != 1 {
+		t.Fatalf("%d verdicts at the close, want 1", len(vs))
+	}
+	v := vs[0]
+	if v.Cause != CauseTimeout || v.Phase != PhaseRequestHeader || v.Peer != "203.0.113.7" || v.Status != 408 {
+		t.Errorf("verdict %+v", v)
+	}
+	// Nothing is left pending.
+	if vs := e.Flush(t0.Add(time.Hour), true); len(vs) != 0 {
+		t.Errorf("left pending: %+v", vs)
+	}
+}
+
+func TestLingeringCloseIsHealthy(t *testing.T) {
+	e := &Engine{Symbolize: func(uint32, uint64) string { return "ngx_http_lingering_close_handler" }}
+	if vs := e.Add(ev(t0, "close", "conn", int64(9), "close", "rh", output.Pointer(0x2000), "close read", "eof", int64(1))); len(vs) != 0 {
+		t.Fatalf("a verdict for a lingering close: %+v", vs)
+	}
+	agg := &output.Aggregate{Name: HealthyAggregation, Rows: []output.AggregateRow{
+		{Keys: []output.Key{{Readable: true, Data: int64(1)}, {Readable: true, Data: int64(0)}, {Readable: true, Data: int64(1)}}, Count: 3},
+		{Keys: []output.Key{{Readable: true, Data: int64(0)}, {Readable: true, Data: int64(0)}, {Readable: true, Data: int64(0)}}, Count: 5},
+	}}
+	got := map[string]uint64{}
+	for _, h := range e.Healthy(agg) {
+		got[h.Kind] = h.Count
+	}
+	want := map[string]uint64{HealthyLingering: 1, HealthyKeepaliveTimeout: 3, HealthyAfterResponse: 5}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("healthy %v, want %v", got, want)
+			break
+		}
+	}
+}
+
+func TestDecidedSkipsMachinery(t *testing.T) {
+	st := &output.Stack{Frames: []output.Frame{
+		{Symbol: "ngx_http_terminate_request"},
+		{Symbol: "ngx_http_finalize_request"},
+		{Symbol: "ngx_http_upstream_check_broken_connection", File: "src/http/ngx_http_upstream.c", Line: 1505},
+		{Symbol: "ngx_http_request_handler"},
+	}}
+	f, via := decided(st)
+	if f == nil || f.Symbol != "ngx_http_upstream_check_broken_connection" || via != "ngx_http_request_handler" {
+		t.Errorf("decided = %+v, %q", f, via)
+	}
+}
+
+func TestLogFormatShown(t *testing.T) {
+	l := ev(t0, "log", "fmt", `limiting requests%s, excess: %ui.%03ui by zone "%V"`, "log", "action", "")
+	if got, want := logText(l), `limiting requests…, excess: ….… by zone "…"`; got != want {
+		t.Errorf("logText = %q, want %q", got, want)
+	}
+}

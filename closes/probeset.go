@@ -1,0 +1,93 @@
+package closes
+
+import "strings"
+
+// Name is the probe set's name in messages (file:line:col).
+const Name = "closes.ngxp"
+
+// The groups of the probe set's events: each probe prints one label
+// first, which the Engine dispatches on.
+const (
+	groupClose     = "close"
+	groupTerminate = "terminate"
+	groupError     = "error"
+	groupNext      = "next"
+	groupLog       = "log"
+	groupH2Reset   = "h2 rst"
+	groupStream    = "stream"
+)
+
+// HealthyAggregation is the aggregation that counts healthy closes in the
+// kernel, keyed by the connection's idle, read eof and read timedout bits.
+const HealthyAggregation = "healthy"
+
+// abnormal is true at ngx_http_close_connection when the connection did
+// not end healthily: an error, a timeout or an EOF outside an idle
+// keepalive wait, or nginx's own close (444 sets c->timedout).
+const abnormal = `c->error || c->timedout || c->read->error || c->write->error || c->write->timedout || (!c->idle && (c->read->eof || c->read->timedout))`
+
+const core = `
+ngx_http_close_connection / !(` + abnormal + `) / {
+	@healthy[c->idle, c->read->eof, c->read->timedout] = count()
+}
+ngx_http_close_connection / ` + abnormal + ` / {
+	print("close", conn = c->number, client = c->addr_text, idle = c->idle, error = c->error, timedout = c->timedout, requests = c->requests, sent = c->sent, rh = c->read->handler, wh = c->write->handler)
+	print("close read", eof = c->read->eof, error = c->read->error, timedout = c->read->timedout)
+	print("close write", error = c->write->error, timedout = c->write->timedout)
+	stack
+}
+ngx_http_terminate_request {
+	print("terminate", rc, conn = r->connection->number, client = r->connection->addr_text, status = r->headers_out.status, method = r->method_name, uri = r->uri, sent = r->connection->sent, error = r->connection->error, rh = r->read_event_handler, wh = r->write_event_handler%s)
+	print("terminate read", eof = r->connection->read->eof, error = r->connection->read->error, timedout = r->connection->read->timedout)
+	print("terminate write", error = r->connection->write->error, timedout = r->connection->write->timedout)
+	print("terminate upstream", peer = r->upstream->peer.name[0], header_sent = r->upstream->header_sent, upstream_eof = r->upstream->pipe->upstream_eof, upstream_error = r->upstream->pipe->upstream_error)
+	stack
+}
+ngx_connection_error {
+	print("error", conn = c->number, log = c->log->connection, err, text, peer = c->addr_text, client = c->listening, rh = c->read->handler)
+	stack
+}
+ngx_http_upstream_next {
+	print("next", ft_type, conn = r->connection->number, client = r->connection->addr_text, uconn = u->peer.connection->number, peer = u->peer.name[0], request_sent = u->request_sent, method = r->method_name, uri = r->uri)
+	print("next handlers", rh = u->read_event_handler, wh = u->write_event_handler)
+	print("next peer", eof = u->peer.connection->read->eof, error = u->peer.connection->read->error, rtimedout = u->peer.connection->read->timedout, wtimedout = u->peer.connection->write->timedout)
+	stack
+}
+ngx_log_error_core / level <= 5 / {
+	print("log", level, conn = log->connection, err, fmt, action = log->action, lh = log->handler)
+	print("log request", method = ((ngx_http_log_ctx_t *) log->data)->request->method_name, uri = ((ngx_http_log_ctx_t *) log->data)->request->uri, status = ((ngx_http_log_ctx_t *) log->data)->request->headers_out.status, peer = ((ngx_http_log_ctx_t *) log->data)->request->upstream->peer.name[0])
+	stack
+}
+`
+
+const http2 = `
+ngx_http_v2_state_rst_stream {
+	print("h2 rst", conn = h2c->connection->number, sid = h2c->state.sid)
+}
+`
+
+const stream = `
+ngx_stream_finalize_session / rc != 200 / {
+	print("stream", rc, conn = s->connection->number, client = s->connection->addr_text, peer = s->upstream->peer.name[0], rh = s->connection->read->handler)
+	stack
+}
+`
+
+// ProbeSet returns the probe-set script for an nginx that has the
+// functions has reports: the HTTP/2 and stream parts only where nginx
+// was built (or loads modules) with them.
+func ProbeSet(has func(string) bool) string {
+	var b strings.Builder
+	h2 := ""
+	if has("ngx_http_v2_state_rst_stream") {
+		h2 = ", h2 = r->stream"
+	}
+	b.WriteString(strings.Replace(core, "%s", h2, 1))
+	if h2 != "" {
+		b.WriteString(http2)
+	}
+	if has("ngx_stream_finalize_session") {
+		b.WriteString(stream)
+	}
+	return b.String()
+}

@@ -1,0 +1,648 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ngxprobe/ngxprobe/internal/incidents"
+	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
+	"github.com/ngxprobe/ngxprobe/internal/otelcoltest"
+)
+
+// Verdict is one line of ngxprobe closes -o json.
+type Verdict struct {
+	Time      string `json:"time"`
+	Conn      uint64 `json:"conn"`
+	PeerConn  uint64 `json:"peer_conn"`
+	Side      string `json:"side"`
+	Peer      string `json:"peer"`
+	Initiator string `json:"initiator"`
+	Cause     string `json:"cause"`
+	Phase     string `json:"phase"`
+	Method    string `json:"method"`
+	URI       string `json:"uri"`
+	Status    int    `json:"status"`
+	Errno     int    `json:"errno"`
+	ErrorLog  string `json:"error_log"`
+	Summary   string `json:"summary"`
+	DecidedAt *struct {
+		Symbol string `json:"symbol"`
+		File   string `json:"file"`
+		Line   int    `json:"line"`
+	} `json:"decided_at"`
+	Via string `json:"via"`
+}
+
+// ClosesCount is the {"closes": ...} line closes prints at exit.
+type ClosesCount struct {
+	Final    bool              `json:"final"`
+	Verdicts uint64            `json:"verdicts"`
+	Healthy  map[string]uint64 `json:"healthy"`
+	Lost     uint64            `json:"lost"`
+}
+
+// closesOutput parses closes' JSON lines: verdicts and the final counts.
+func closesOutput(t testing.TB, p *proc) ([]Verdict, *ClosesCount) {
+	t.Helper()
+	var vs []Verdict
+	var final *ClosesCount
+	sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
+	sc.Buffer(make([]byte, 1<<20), 8<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("closes printed a line that is not JSON: %v\n%s", err, line)
+		}
+		switch {
+		case m["verdict"] != nil:
+			var v Verdict
+			if err := json.Unmarshal(m["verdict"], &v); err != nil {
+				t.Fatalf("verdict: %v\n%s", err, line)
+			}
+			vs = append(vs, v)
+		case m["closes"] != nil:
+			var c ClosesCount
+			if err := json.Unmarshal(m["closes"], &c); err != nil {
+				t.Fatalf("closes: %v\n%s", err, line)
+			}
+			if c.Final {
+				final = &c
+			}
+		default:
+			t.Fatalf("closes printed an unexpected line: %s", line)
+		}
+	}
+	return vs, final
+}
+
+// closeUpstream is a scripted upstream: it reads one request header, then
+// does what act says.
+func closeUpstream(t testing.TB, act func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				act(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// fullBacklog is a listener that never accepts, its backlog filled: a
+// connect to it times out (proxy_connect_timeout), on loopback.
+func fullBacklog(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Backlog 0 holds one connection; the SYNs after it are dropped.
+	for range 3 {
+		d := net.Dialer{Timeout: 300 * time.Millisecond}
+		if c, err := d.Dial("tcp", addr); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	return addr
+}
+
+// sendAndWait sends text on a new connection and reads until nginx closes
+// it or the deadline passes; before runs after the write.
+func sendAndWait(t testing.TB, addr, text string, wait time.Duration) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, text); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	_, _ = io.Copy(io.Discard, c)
+}
+
+// closeCase is one cause of the matrix: what to drive, what nginx logs
+// for it, and the verdict closes must print.
+type closeCase struct {
+	name string
+	// run drives the clients; it returns the request line the access log
+	// shows, or "" when nginx logs no request (the *N then comes from the
+	// error-log line holding logText).
+	run       func(t testing.TB) string
+	logText   string
+	initiator string
+	cause     string
+	phase     string
+}
+
+func TestClosesMatrix(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	for _, variant := range []string{nginxtest.VariantO2, nginxtest.VariantLTO} {
+		t.Run(variant, func(t *testing.T) { testClosesMatrix(t, nginxtest.Build(t, variant), variant == nginxtest.VariantO2) })
+	}
+}
+
+// testClosesMatrix drives every case; with otlp, a second closes exports
+// to a real Collector, and each verdict must arrive there too.
+func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
+	docroot := t.TempDir()
+	if err := os.WriteFile(filepath.Join(docroot, "big.bin"), make([]byte, 64<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(docroot, "small.txt"), []byte("ok\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(docroot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := incidents.SelfSignedCert(t)
+	upFin := closeUpstream(t, func(c *net.TCPConn) {})
+	upMid := closeUpstream(t, func(c *net.TCPConn) {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n0123456789")
+	})
+	upRst := closeUpstream(t, func(c *net.TCPConn) { _ = c.SetLinger(0) })
+	upSlow := closeUpstream(t, func(c *net.TCPConn) {
+		_ = c.SetReadDeadline(time.Now().Add(4 * time.Second))
+		_, _ = io.Copy(io.Discard, c)
+	})
+	upOK := closeUpstream(t, func(c *net.TCPConn) {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+	})
+	streamUp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { streamUp.Close() })
+	go func() {
+		for {
+			c, err := streamUp.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 5)
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.ReadFull(c, buf)
+			_ = c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	blackhole := fullBacklog(t)
+
+	port, tlsPort, streamPort := nginxtest.FreePort(t), nginxtest.FreePort(t), nginxtest.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	streamAddr := fmt.Sprintf("127.0.0.1:%d", streamPort)
+	httpConf := fmt.Sprintf(`
+    limit_req_zone $binary_remote_addr zone=closes_one:1m rate=1r/m;
+    server {
+        listen %s;
+        client_header_timeout 1s;
+        client_body_timeout 1s;
+        send_timeout 1s;
+        keepalive_timeout 1s;
+        proxy_connect_timeout 1s;
+        proxy_read_timeout 1s;
+        location / { return 200 "ok\n"; }
+        location = /c444 { return 444; }
+        location = /limited { limit_req zone=closes_one nodelay; alias %s/small.txt; }
+        location /big/ { alias %s/; }
+        location = /body { proxy_pass http://%s; }
+        location = /fin-before { proxy_pass http://%s; }
+        location = /fin-mid { proxy_pass http://%s; }
+        location = /rst { proxy_pass http://%s; }
+        location = /connect-timeout { proxy_pass http://%s; }
+        location = /read-timeout { proxy_pass http://%s; }
+        location = /wait { proxy_pass http://%s; }
+    }
+    server {
+        listen %s ssl http2;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        location /big/ { alias %s/; }
+    }`, addr, docroot, docroot, upOK, upFin, upMid, upRst, blackhole, upSlow, upSlow, tlsAddr, cert, key, docroot)
+	streamConf := fmt.Sprintf(`
+    server { listen %s; proxy_pass %s; }`, streamAddr, streamUp.Addr())
+	srv := nginxtest.Start(t, inst, nginxtest.Config{HTTP: httpConf, Stream: streamConf})
+
+	cases := []closeCase{
+		{name: "client FIN while waiting for upstream (499)", initiator: "client", cause: "fin", phase: "waiting_upstream",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n", 300*time.Millisecond)
+				return "GET /wait HTTP/1.1"
+			}},
+		{name: "client RST after the response", initiator: "client", cause: "rst", phase: "keepalive_idle",
+			run: func(t testing.TB) string {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.WriteString(c, "GET /client-rst HTTP/1.1\r\nHost: x\r\n\r\n")
+				br := bufio.NewReader(c)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				_ = c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+				return "GET /client-rst HTTP/1.1"
+			}},
+		{name: "client_header_timeout", initiator: "client", cause: "timeout", phase: "request_header",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /slow-header HTTP/1.1\r\nHost: x\r\n", 3*time.Second)
+				return "GET /slow-header HTTP/1.1"
+			}},
+		{name: "client_body_timeout", initiator: "client", cause: "timeout", phase: "request_body",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789", 3*time.Second)
+				return "POST /body HTTP/1.1"
+			}},
+		{name: "send_timeout", initiator: "client", cause: "timeout", phase: "response",
+			run: func(t testing.TB) string {
+				d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+					return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+				}}
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_, _ = io.WriteString(c, "GET /big/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+				time.Sleep(3 * time.Second) // never read: nginx's send times out
+				return "GET /big/big.bin HTTP/1.1"
+			}},
+		{name: "upstream FIN before the header (502)", initiator: "upstream", cause: "fin", phase: "upstream_header",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /fin-before HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3*time.Second)
+				return "GET /fin-before HTTP/1.1"
+			}},
+		{name: "upstream FIN mid-body", initiator: "upstream", cause: "fin", phase: "upstream_body",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /fin-mid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3*time.Second)
+				return "GET /fin-mid HTTP/1.1"
+			}},
+		{name: "upstream RST", initiator: "upstream", cause: "rst", phase: "upstream_header",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /rst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3*time.Second)
+				return "GET /rst HTTP/1.1"
+			}},
+		{name: "proxy_connect_timeout", initiator: "upstream", cause: "timeout", phase: "upstream_connect",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /connect-timeout HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 4*time.Second)
+				return "GET /connect-timeout HTTP/1.1"
+			}},
+		{name: "proxy_read_timeout (504)", initiator: "upstream", cause: "timeout", phase: "upstream_header",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /read-timeout HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 4*time.Second)
+				return "GET /read-timeout HTTP/1.1"
+			}},
+		{name: "return 444", initiator: "nginx", cause: "return_444",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /c444 HTTP/1.1\r\nHost: x\r\n\r\n", 3*time.Second)
+				return "GET /c444 HTTP/1.1"
+			}},
+		{name: "limit_req", initiator: "nginx", cause: "limit_req",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, "GET /limited HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3*time.Second)
+				sendAndWait(t, addr, "GET /limited HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3*time.Second)
+				return "GET /limited HTTP/1.1 503"
+			}},
+		{name: "TLS garbage", initiator: "client", cause: "tls", phase: "tls_handshake", logText: "SSL_do_handshake() failed",
+			run: func(t testing.TB) string {
+				sendAndWait(t, tlsAddr, "\x16\x03\x01\x00\x20"+strings.Repeat("garbage!", 4), 3*time.Second)
+				return ""
+			}},
+		{name: "HTTP/2 RST_STREAM mid-response", initiator: "client", cause: "h2_rst_stream", phase: "http2",
+			run: func(t testing.TB) string {
+				tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+				defer tr.CloseIdleConnections()
+				ctx, cancel := context.WithCancel(context.Background())
+				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+tlsAddr+"/big/big.bin", nil)
+				resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.ProtoMajor != 2 {
+					t.Fatalf("the client spoke %s, want HTTP/2", resp.Proto)
+				}
+				_, _ = io.CopyN(io.Discard, resp.Body, 256<<10)
+				cancel() // RST_STREAM(CANCEL)
+				resp.Body.Close()
+				time.Sleep(500 * time.Millisecond)
+				return "GET /big/big.bin HTTP/2.0"
+			}},
+		{name: "stream upstream RST", initiator: "upstream", cause: "rst", logText: "recv() failed (104: Connection reset by peer) while proxying and reading from upstream",
+			run: func(t testing.TB) string {
+				sendAndWait(t, streamAddr, "hello", 3*time.Second)
+				return ""
+			}},
+	}
+
+	p := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
+	var col *otelcoltest.Collector
+	var exporter *proc
+	if otlp {
+		col = otelcoltest.Start(t, otelcoltest.Options{})
+		exporter = startProbe(t, append([]string{"closes", "-p", fmt.Sprint(srv.MasterPID())}, otlpArgs(col)...)...)
+	}
+	var conns []uint64
+	for _, c := range cases {
+		request := c.run(t)
+		conns = append(conns, awaitConn(t, srv, c.name, request, c.logText))
+	}
+	// The keepalive_timeout case: healthy, counted, no verdict.
+	kc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(kc, "GET /keepalive HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = kc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, _ = io.Copy(io.Discard, kc) // until nginx closes it after keepalive_timeout
+	kc.Close()
+	time.Sleep(500 * time.Millisecond) // past the engine's quiet period
+	stopProbeOK(t, p)
+	if exporter != nil {
+		stopProbeOK(t, exporter)
+	}
+
+	verdicts, final := closesOutput(t, p)
+	byConn := map[uint64][]Verdict{}
+	for _, v := range verdicts {
+		byConn[v.Conn] = append(byConn[v.Conn], v)
+	}
+	want := map[uint64]bool{}
+	for i, c := range cases {
+		n := conns[i]
+		want[n] = true
+		vs := byConn[n]
+		if len(vs) != 1 {
+			t.Errorf("%s (*%d): %d verdicts, want 1: %+v", c.name, n, len(vs), vs)
+			continue
+		}
+		v := vs[0]
+		if v.Initiator != c.initiator || v.Cause != c.cause || (c.phase != "" && v.Phase != c.phase) {
+			t.Errorf("%s (*%d): verdict %s/%s/%s, want %s/%s/%s: %s", c.name, n, v.Initiator, v.Cause, v.Phase, c.initiator, c.cause, c.phase, v.Summary)
+		}
+		if e, ok := accessEntry(srv, n); ok && v.Status != 0 && v.Status != e.Status {
+			t.Errorf("%s (*%d): verdict status %d, access log $status %d", c.name, n, v.Status, e.Status)
+		}
+		t.Logf("%s: *%d %s/%s/%s %d — %s (decided at %+v ← %s)", c.name, n, v.Initiator, v.Cause, v.Phase, v.Status, v.Summary, v.DecidedAt, v.Via)
+	}
+	for _, v := range verdicts {
+		if !want[v.Conn] {
+			t.Errorf("a verdict for no case: %+v", v)
+		}
+	}
+	if t.Failed() {
+		t.Logf("closes' output:\n%s", p)
+	}
+	if final == nil {
+		t.Fatalf("no final counts:\n%s", p)
+	}
+	if final.Healthy["keepalive_timeout"] < 1 {
+		t.Errorf("healthy closes %v: want keepalive_timeout counted", final.Healthy)
+	}
+	if final.Verdicts != uint64(len(verdicts)) {
+		t.Errorf("final counts say %d verdicts, %d printed", final.Verdicts, len(verdicts))
+	}
+	if exporter == nil {
+		return
+	}
+	// The same verdicts, as OTLP log records with typed attributes.
+	records, exported, dropped := otlpCounts(t, exporter)
+	recs := col.WaitRecords(t, exported, eventTimeout)
+	if dropped != 0 || exported != records {
+		t.Errorf("otlp: records %d, exported %d, dropped %d", records, exported, dropped)
+	}
+	for i, c := range cases {
+		found := false
+		for _, r := range recs {
+			if r.EventName != "ngxprobe.verdict" || fmt.Sprint(r.Attributes["nginx.connection.number"]) != fmt.Sprint(conns[i]) {
+				continue
+			}
+			found = true
+			if r.Attributes["ngxprobe.verdict.cause"] != c.cause || r.Attributes["ngxprobe.verdict.initiator"] != c.initiator {
+				t.Errorf("%s: OTLP verdict %v, want %s/%s", c.name, r.Attributes, c.initiator, c.cause)
+			}
+			if r.Attributes["code.function"] == nil {
+				t.Errorf("%s: OTLP verdict without code.function: %v", c.name, r.Attributes)
+			}
+		}
+		if !found {
+			t.Errorf("%s: no OTLP verdict for *%d", c.name, conns[i])
+		}
+	}
+	last := recs[len(recs)-1]
+	if last.EventName != "ngxprobe.summary" {
+		t.Errorf("last OTLP record %q, want the summary", last.EventName)
+	}
+}
+
+// awaitConn finds the *N of a case in nginx's logs: the access-log entry
+// of request (a "REQUEST STATUS" form picks the status), else the
+// error-log line holding logText.
+func awaitConn(t testing.TB, srv *nginxtest.Server, name, request, logText string) uint64 {
+	t.Helper()
+	status := 0
+	if i := strings.LastIndexByte(request, ' '); i > 0 {
+		if _, err := fmt.Sscanf(request[i+1:], "%d", &status); err == nil && !strings.HasPrefix(request[i+1:], "HTTP") {
+			request = request[:i]
+		} else {
+			status = 0
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if request != "" {
+			for _, e := range srv.AccessEntries() {
+				if e.Request == request && (status == 0 || e.Status == status) {
+					return e.Connection
+				}
+			}
+		} else if l, ok := incidents.FindLogLine(srv.ErrorLog(), logText); ok {
+			return l.Conn
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: nginx logged no %q / %q\n--- error.log:\n%s--- access.log:\n%s", name, request, logText, srv.ErrorLog(), srv.AccessLog())
+	return 0
+}
+
+func accessEntry(srv *nginxtest.Server, conn uint64) (nginxtest.AccessEntry, bool) {
+	for _, e := range srv.AccessEntries() {
+		if e.Connection == conn {
+			return e, true
+		}
+	}
+	return nginxtest.AccessEntry{}, false
+}
+
+// TestClosesHealthy: 5,000 keepalive requests and 1,000 "Connection:
+// close" requests give no verdict, and the healthy counts add up to the
+// connections the clients opened.
+func TestClosesHealthy(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	for _, variant := range []string{nginxtest.VariantO2, nginxtest.VariantLTO} {
+		t.Run(variant, func(t *testing.T) {
+			srv, base := startPlain(t, nginxtest.Build(t, variant), 1, "")
+			p := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
+			var dials atomic.Int64
+			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dials.Add(1)
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}
+			get := func(client *http.Client, path string) {
+				resp, err := client.Get(base + path)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("GET %s: %d", path, resp.StatusCode)
+				}
+			}
+			keepalive := &http.Transport{DialContext: dial, MaxConnsPerHost: 10, MaxIdleConnsPerHost: 10}
+			var wg sync.WaitGroup
+			for g := range 10 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					client := &http.Client{Transport: keepalive, Timeout: 10 * time.Second}
+					for i := range 500 {
+						get(client, fmt.Sprintf("/keepalive/%d/%d", g, i))
+					}
+				}()
+			}
+			wg.Wait()
+			keepalive.CloseIdleConnections()
+			closing := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+			for i := range 1000 {
+				get(closing, fmt.Sprintf("/close/%d", i))
+			}
+			time.Sleep(500 * time.Millisecond) // the last closes reach nginx
+			stopProbeOK(t, p)
+			verdicts, final := closesOutput(t, p)
+			if len(verdicts) != 0 {
+				t.Errorf("%d verdicts for healthy traffic, want 0; the first: %+v", len(verdicts), verdicts[0])
+			}
+			if final == nil {
+				t.Fatalf("no final counts:\n%s", p)
+			}
+			var healthy uint64
+			for _, n := range final.Healthy {
+				healthy += n
+			}
+			if healthy != uint64(dials.Load()) || final.Verdicts != 0 || final.Lost != 0 {
+				t.Errorf("healthy closes %d %v, verdicts %d, lost %d; the clients opened %d connections", healthy, final.Healthy, final.Verdicts, final.Lost, dials.Load())
+			}
+			if got := final.Healthy["closed_after_response"]; got != 1000 {
+				t.Errorf("closed_after_response %d, want 1000 (the Connection: close requests)", got)
+			}
+			t.Logf("%d connections: healthy %v", dials.Load(), final.Healthy)
+		})
+	}
+}
+
+// TestClosesBurst: 2,000 abnormal closes (return 444) in about a second;
+// each is a verdict or counted as lost, never silently missing.
+func TestClosesBurst(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	srv, base := startPlain(t, nginxtest.Build(t, nginxtest.VariantO2), 1, `        location = /c444 { return 444; }`)
+	addr := strings.TrimPrefix(base, "http://")
+	p := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
+	const total = 2000
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < total; i += 8 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.WriteString(c, "GET /c444 HTTP/1.1\r\nHost: x\r\n\r\n")
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	time.Sleep(time.Second)
+	stopProbeOK(t, p)
+	verdicts, final := closesOutput(t, p)
+	if final == nil {
+		t.Fatalf("no final counts:\n%s", p)
+	}
+	explained := map[uint64]bool{}
+	for _, v := range verdicts {
+		explained[v.Conn] = true
+		if v.Cause != "return_444" && final.Lost == 0 {
+			t.Errorf("verdict %s/%s for a return 444 with nothing lost: %+v", v.Initiator, v.Cause, v)
+		}
+	}
+	missing := 0
+	for _, e := range srv.AccessEntries() {
+		if e.Status == 444 && !explained[e.Connection] {
+			missing++
+		}
+	}
+	if uint64(missing) > final.Lost {
+		t.Errorf("%d of %d closes have no verdict, and only %d events were counted lost", missing, total, final.Lost)
+	}
+	t.Logf("%d closes in %v (%.0f/s): %d verdicts, %d without one, %d events lost", total, took.Round(time.Millisecond), total/took.Seconds(), len(verdicts), missing, final.Lost)
+}
