@@ -192,6 +192,15 @@ func (e *emitter) operand(p program, o Operand, slot int16, fault string) error 
 // code jumps to noEntry (a return probe without its entry's arguments).
 func (e *emitter) root(p program, plan *symbols.Plan, noEntry string) (bool, error) {
 	switch {
+	case plan.Root.Unavailable != "":
+		// The value cannot be located here: go where an unreadable one
+		// goes. A conditional jump keeps the code after it reachable
+		// for the verifier's CFG check; the constant makes it taken.
+		e.emit(
+			asm.Mov.Imm(regBase, 0),
+			asm.JEq.Imm(regBase, 0, noEntry),
+		)
+		return true, nil
 	case plan.Root.Const:
 		e.emit(asm.LoadImm(regBase, plan.Root.Add, asm.DWord))
 	case plan.Root.Reg >= RegObject:

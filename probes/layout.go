@@ -19,7 +19,7 @@ const (
 
 // Each value slot starts with a small header, then its data.
 const (
-	slotStatus = 0 // u8: statusOK, statusFault or statusNoEntry
+	slotStatus = 0 // u8: statusOK, statusFault, statusNoEntry or statusUnavailable
 	slotStep   = 1 // u8: which read failed (0 = first pointer load)
 	slotLen    = 4 // u32: bytes of data
 	slotHeader = 8
@@ -29,6 +29,9 @@ const (
 	statusOK      = 0
 	statusFault   = 1 // a pointer was NULL or unmapped
 	statusNoEntry = 2 // a return probe saw no matching entry
+	// statusUnavailable: the plan's root cannot be located where the
+	// probe is (symbols.Root.Unavailable); nothing was read.
+	statusUnavailable = 3
 )
 
 // maxEventSize keeps every offset in the record within the 16-bit
@@ -180,6 +183,9 @@ func (l layout) decode(rec []byte) ([]Value, error) {
 		case statusFault:
 			v.Why = faultReason(s.plan, int(h[slotStep]))
 			v.Text = "<unreadable>"
+		case statusUnavailable:
+			v.Why = s.plan.Root.Unavailable
+			v.Text = "<unavailable>"
 		default:
 			v.Why = "no entry event for this return (attached mid-call)"
 			v.Text = "<unknown>"

@@ -447,9 +447,10 @@ func definitionLine(t *testing.T, srcDir, name string) (string, int) {
 	return file, line
 }
 
-// TestCheckInlined: a function GCC inlined everywhere cannot be probed by
-// name; the error says so and lists call sites; a line inside it reaches
-// every inlined copy.
+// TestCheckInlined: a function GCC inlined everywhere is probed by name
+// at the entry of every inlined copy; its return and an offset into it
+// cannot be probed, and the error says so and lists call sites; a line
+// inside it reaches every inlined copy.
 func TestCheckInlined(t *testing.T) {
 	for _, variant := range variants {
 		t.Run(variant, func(t *testing.T) {
@@ -460,7 +461,31 @@ func TestCheckInlined(t *testing.T) {
 			if len(sites) != n {
 				t.Errorf("InlineSites(%s) has %d sites, the DWARF %d", name, len(sites), n)
 			}
-			for _, form := range []string{name, name + "%return", name + "+0x4"} {
+			inlined, err := bin.InlinedInstances(name)
+			if err != nil || len(inlined) < 2 || len(inlined) > n {
+				t.Fatalf("InlinedInstances(%s) = %d copies, %v; the DWARF has %d inlined subroutines", name, len(inlined), err, n)
+			}
+			// Parts GCC split off and inlined back into a copy run after
+			// that copy's entry: they are not probed again.
+			calls := inlined[:0:0]
+			for _, in := range inlined {
+				if !in.IsSplitPart() {
+					calls = append(calls, in)
+				}
+			}
+			inlined = calls
+			byName := mustCompile(t, bin, name+" { }")
+			if got := byName.Points[0].Instances; len(got) != len(inlined) || len(byName.Probes) != len(inlined) {
+				t.Errorf("%s { } attaches at %d places with %d probes, want one per inlined copy (%d)", name, len(got), len(byName.Probes), len(inlined))
+			} else {
+				for i, in := range got {
+					c := inlined[i]
+					if !in.InlinedCopy || in.Inlined != c.String() || in.Address != c.Address || in.Symbol != c.Function.Symbol || in.Offset != c.Offset || in.FileOffset != c.FileOffset {
+						t.Errorf("%s { }: instance %+v, want the copy %s at %#x", name, in, c.String(), c.Address)
+					}
+				}
+			}
+			for _, form := range []string{name + "%return", name + "+0x4"} {
 				src := "\n  " + form + " { }"
 				errs := compileErrors(t, bin, src)
 				if len(errs) != 1 {

@@ -51,6 +51,9 @@ type Attachment struct {
 	Text      string
 	Pos       Position
 	Instances []Instance
+	// Notes are what the user should know of the point as a whole: the
+	// inlined copies a return probe cannot reach, those not probed.
+	Notes []string
 }
 
 // Instance is one attach address of a probe point.
@@ -60,8 +63,15 @@ type Instance struct {
 	Offset     uint64 // from the symbol
 	Address    uint64
 	FileOffset uint64
-	Inlined    string // the inlined function a line probe lands in
-	Module     string // the file it is in: nginx, ngx_stream_module.so, libc.so.6
+	// Inlined is the inlined function a line probe lands in; for an
+	// inlined copy probed at its entry (InlinedCopy), the copy: "f
+	// inlined into g at file.c:12".
+	Inlined     string
+	InlinedCopy bool
+	Module      string // the file it is in: nginx, ngx_stream_module.so, libc.so.6
+	// Notes say which values cannot be read here, and why: they print
+	// as unavailable.
+	Notes []string
 }
 
 // Aggregation is an @map with how to print its keys.
@@ -278,6 +288,8 @@ type site struct {
 	ret bool
 	pc  uint64
 	inl string
+	// copy is the inlined copy probed at its entry, if the site is one.
+	copy *symbols.InlinedInstance
 }
 
 func (c *compiler) probe(p *Probe) {
@@ -300,55 +312,111 @@ func (c *compiler) probe(p *Probe) {
 		}
 	}
 	for _, pt := range p.Points {
-		sites := c.resolvePoint(pt)
-		att := Attachment{Text: pt.Text, Pos: c.fset.Position(pt.At)}
+		sites, notes := c.resolvePoint(pt)
+		att := Attachment{Text: pt.Text, Pos: c.fset.Position(pt.At), Notes: notes}
 		for _, s := range sites {
 			kind := "uprobe"
 			if s.ret {
 				kind = "uretprobe"
 			}
-			att.Instances = append(att.Instances, Instance{Kind: kind, Symbol: s.fn.Symbol, Offset: s.at, Address: s.pc, FileOffset: s.fn.Offset + s.at, Inlined: s.inl, Module: symbols.ModuleName(s.fn.Binary())})
-			c.instance(p, pt, s, locals, stack, emits)
+			in := Instance{Kind: kind, Symbol: s.fn.Symbol, Offset: s.at, Address: s.pc, FileOffset: s.fn.Offset + s.at, Inlined: s.inl, Module: symbols.ModuleName(s.fn.Binary())}
+			if s.copy != nil {
+				in.Inlined, in.InlinedCopy = s.copy.String(), true
+			}
+			in.Notes = c.instance(p, pt, s, locals, stack, emits)
+			att.Instances = append(att.Instances, in)
 		}
 		c.prog.Points = append(c.prog.Points, att)
 	}
 }
 
-func (c *compiler) resolvePoint(pt ProbePoint) []site {
+func (c *compiler) resolvePoint(pt ProbePoint) ([]site, []string) {
 	if pt.Kind == AtLine {
 		ls, err := c.img.LineSites(pt.File, pt.Line)
 		if err != nil {
 			c.errorf(pt.At, errors.Join(ErrResolve, err), lineHint(err), "%v", err)
-			return nil
+			return nil, nil
 		}
 		var out []site
 		for _, l := range ls {
 			out = append(out, site{fn: l.Function, at: l.Address - l.Function.Address, pc: l.Address, inl: l.Inlined})
 		}
-		return out
+		return out, nil
 	}
 	fns, err := c.img.Lookup(pt.Function)
 	_, symbol := symbols.SplitQualified(pt.Function)
+	// The copies GCC inlined into other functions: an entry probe stops
+	// at each, as gdb's breakpoint does; a return probe cannot. A clone's
+	// exact name (ngx_foo.isra.0) names that instance alone.
+	var copies []symbols.InlinedInstance
+	var unplaced int
+	var copiesErr error
+	if pt.Kind != AtOffset && symbols.BaseName(symbol) == symbol {
+		copies, unplaced, copiesErr = c.img.InlinedInstances(pt.Function)
+	}
+	if err != nil && pt.Kind == AtEntry && len(copies) > 0 {
+		// No out-of-line copy: the inlined ones are the function.
+		fns, err = nil, nil
+	}
 	if err != nil {
 		if inl := c.img.InlineSites(symbols.BaseName(symbol)); len(inl) > 0 {
-			c.errorf(pt.At, errors.Join(ErrResolve, symbols.ErrInlined), inlineHint(inl), "%v: %s has no out-of-line copy to probe; GCC inlined it at %d call sites", symbols.ErrInlined, pt.Function, len(inl))
-			return nil
+			msg := fmt.Sprintf("%v: %s has no out-of-line copy to probe; GCC inlined it at %d call sites", symbols.ErrInlined, pt.Function, len(inl))
+			switch {
+			case pt.Kind == AtReturn:
+				msg += ", and an inlined copy has no return to probe"
+			case pt.Kind == AtEntry && unplaced > 0:
+				msg += fmt.Sprintf(", and no copy can be probed: the code of %d is outside every function symbol", unplaced)
+			case pt.Kind == AtEntry:
+				msg += ", and no copy has code to probe"
+			}
+			c.errorf(pt.At, errors.Join(ErrResolve, symbols.ErrInlined), inlineHint(inl), "%s", msg)
+			return nil, nil
 		}
 		var nf *symbols.NotFoundError
 		if errors.As(err, &nf) && len(c.img.Opened()) == 1 && len(c.img.Unopened()) == 0 {
 			// The executable alone (--binary without --module): the
 			// function may be a dynamic module's.
 			c.errorf(pt.At, errors.Join(ErrResolve, err), moduleHint(symbol), "%v", err)
-			return nil
+			return nil, nil
 		}
 		c.fail(pt.At, err)
-		return nil
+		return nil, nil
 	}
 	var out []site
+	var notes []string
 	switch pt.Kind {
 	case AtEntry, AtReturn:
 		for _, fn := range fns {
 			out = append(out, site{fn: fn, ret: pt.Kind == AtReturn, pc: fn.Address})
+		}
+		// A part GCC split off the function and inlined back into one
+		// of its instances runs after that instance's entry, which is
+		// probed: probing it too would report the call twice.
+		var split []string
+		calls := copies[:0:0]
+		for _, in := range copies {
+			if in.IsSplitPart() {
+				split = append(split, fmt.Sprintf("%s+%#x", in.Function.Symbol, in.Offset))
+				continue
+			}
+			calls = append(calls, in)
+		}
+		if pt.Kind == AtEntry {
+			for i := range calls {
+				in := &calls[i]
+				out = append(out, site{fn: in.Function, at: in.Offset, pc: in.Address, copy: in})
+			}
+		} else if len(calls) > 0 {
+			notes = append(notes, returnCopiesNote(symbols.BaseName(symbol), calls))
+		}
+		if len(split) > 0 && pt.Kind == AtEntry {
+			notes = append(notes, fmt.Sprintf("%d inlined copies of %s are parts GCC split off it and inlined back into its own code (%s): they run after an entry probed here, and are not probed again", len(split), symbols.BaseName(symbol), strings.Join(split, ", ")))
+		}
+		if unplaced > 0 {
+			notes = append(notes, fmt.Sprintf("%d inlined copies of %s are not probed: their code is outside every function symbol (a .cold part); a FILE:LINE probe in its body reaches them", unplaced, symbols.BaseName(symbol)))
+		}
+		if copiesErr != nil {
+			notes = append(notes, fmt.Sprintf("inlined copies of %s may be missing: %v", symbols.BaseName(symbol), copiesErr))
 		}
 	case AtOffset:
 		if len(fns) > 1 {
@@ -379,16 +447,34 @@ func (c *compiler) resolvePoint(pt ProbePoint) []site {
 				hint = "the instances share the symbol " + fns[0].Symbol + " (static functions of different files): probe a FILE:LINE in the one you want"
 			}
 			c.errorf(pt.At, ErrResolve, hint, "%s has %d instances with different code, so an offset is ambiguous", pt.Function, len(fns))
-			return nil
+			return nil, nil
 		}
 		fn := fns[0]
 		if err := c.checkBoundary(fn, pt.Offset); err != nil {
 			c.errorf(pt.At, ErrResolve, "list the instruction boundaries with objdump -d --start-address", "%v", err)
-			return nil
+			return nil, nil
 		}
 		out = append(out, site{fn: fn, at: pt.Offset, pc: fn.Address + pt.Offset})
 	}
-	return out
+	return out, notes
+}
+
+// returnCopiesNote says that a return probe misses the function's
+// inlined copies, and what reaches them.
+func returnCopiesNote(name string, copies []symbols.InlinedInstance) string {
+	where := make([]string, 0, 3)
+	for i, in := range copies {
+		if i == 3 {
+			where = append(where, "...")
+			break
+		}
+		where = append(where, in.String())
+	}
+	s := fmt.Sprintf("%d inlined copies of %s are not covered: an inlined copy has no return instruction to probe (%s); a FILE:LINE probe in its body reaches every copy", len(copies), name, strings.Join(where, "; "))
+	if in := copies[0]; in.DeclFile != "" {
+		s += fmt.Sprintf(", e.g. a line after %s:%d, where %s is defined", in.DeclFile, in.DeclLine, name)
+	}
+	return s
 }
 
 // maxOffset bounds an offset into a function: larger ones are refused
@@ -484,7 +570,12 @@ type scope struct {
 	probe  int64 // the probe's index, the builtin probe's value
 	extra  []string
 	atLine bool
+	// unavailable are the names looked up that cannot be read at this
+	// instance (an inlined copy's optimized-out argument), with why.
+	unavailable []unavailableName
 }
+
+type unavailableName struct{ name, why string }
 
 var intType = &dwarf.IntType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 8, Name: "long"}}}
 
@@ -500,6 +591,9 @@ func (s *scope) Lookup(name string) (dwarf.Type, symbols.Root, error) {
 		}
 	}
 	t, r, err := s.inner.Lookup(name)
+	if err == nil && r.Unavailable != "" && !slices.ContainsFunc(s.unavailable, func(u unavailableName) bool { return u.name == name }) {
+		s.unavailable = append(s.unavailable, unavailableName{name, r.Unavailable})
+	}
 	var nf *symbols.NotFoundError
 	if errors.As(err, &nf) {
 		all := append(append([]string(nil), nf.All...), s.extra...)
@@ -510,7 +604,9 @@ func (s *scope) Lookup(name string) (dwarf.Type, symbols.Root, error) {
 	return t, r, err
 }
 
-func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]Expr, stack, emits bool) {
+// instance compiles the probe at one site; it returns the notes on
+// values that cannot be read there.
+func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]Expr, stack, emits bool) []string {
 	var fs *symbols.FunctionScope
 	var err error
 	switch {
@@ -518,6 +614,10 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 		// Nothing to resolve: a hit can be probed by name even without
 		// DWARF (an exported function of a stripped nginx).
 		fs = &symbols.FunctionScope{Function: s.fn, AtReturn: s.ret}
+	case s.copy != nil:
+		// The copy's own arguments; one it lost is unavailable there,
+		// not an error for the whole script.
+		fs = s.fn.Binary().NewInlinedScope(s.copy)
 	case s.at == 0:
 		fs, err = s.fn.Binary().NewFunctionScope(s.fn, s.ret)
 	default:
@@ -525,12 +625,15 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 	}
 	if err != nil {
 		c.fail(pt.At, err)
-		return
+		return nil
 	}
 	extra := append([]string{"probe"}, names(locals)...)
 	extra = append(extra, names(c.defines)...)
 	sc := &scope{bin: s.fn.Binary(), inner: fs, probe: int64(len(c.prog.Probes)), extra: extra}
 	pr := &probes.Probe{Name: pt.Text, Function: s.fn, Return: s.ret, At: s.at, Stack: stack, NoEvent: !emits}
+	if s.copy != nil {
+		pr.Inlined = s.copy.String()
+	}
 	format := &EventFormat{}
 	nerr := len(c.errs)
 	if p.Filter != nil {
@@ -579,13 +682,25 @@ func (c *compiler) instance(p *Probe, pt ProbePoint, s site, locals map[string]E
 		}
 	}
 	if len(c.errs) > nerr {
-		return
+		return nil
+	}
+	// The probe attaches here all the same: say what it cannot read.
+	var notes []string
+	for _, u := range sc.unavailable {
+		why := u.why
+		if _, after, ok := strings.Cut(why, symbols.ErrNoLocation.Error()+": "); ok {
+			why = after
+		}
+		const effect = "values using it print as unavailable, and a comparison on it is false"
+		notes = append(notes, fmt.Sprintf("%s is unavailable here (%s): %s", u.name, why, effect))
+		pr.Notes = append(pr.Notes, fmt.Sprintf("%s is unavailable at %s (%s): %s", u.name, pr.Inlined, why, effect))
 	}
 	if pr.Stack || len(pr.Lua) > 0 || len(pr.LuaChunk) > 0 {
 		pr.LuaState = luaStateArg(sc)
 	}
 	c.prog.Probes = append(c.prog.Probes, pr)
 	c.prog.formats[pr] = format
+	return notes
 }
 
 // readsValues reports whether a probe reads anything at a hit: a filter,

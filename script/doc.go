@@ -35,7 +35,9 @@
 //	define    = "define" NAME "=" expr [";"] .
 //	probe     = point { "," point } [ "/" expr "/" ] "{" { stmt | ";" } "}" .
 //	point     = FUNCTION                 entry: a uprobe on every instance
-//	          | FUNCTION "%return"       return: a uretprobe on every instance
+//	                                     and at every inlined copy's entry
+//	          | FUNCTION "%return"       return: a uretprobe on every
+//	                                     out-of-line instance
 //	          | FUNCTION "+" OFFSET      an instruction boundary in one instance
 //	          | FILE ":" LINE .          the line's first address in every
 //	                                     instance and every inlined copy
@@ -55,8 +57,11 @@
 // Comments are # and // to the end of the line, and /* ... */. Statements
 // end without a separator; ";" is allowed. A FUNCTION may carry a GCC or
 // LTO clone suffix (ngx_http_ssl_handshake.lto_priv.0) to name that one
-// instance; without one it names every instance, except before +OFFSET,
-// where it names the instance whose symbol it is (offsets differ between
+// instance; without one it names every instance, and an entry probe also
+// stops at each copy GCC inlined into another function (the copy's
+// arguments are read there; one the copy lost reads as unavailable, with a
+// note in [Instance.Notes], not an error), except before +OFFSET, where it
+// names the instance whose symbol it is (offsets differ between
 // instances). OFFSET and NUMBER are
 // decimal, 0x hexadecimal or 0 octal, with optional u/l suffixes; CHAR is
 // 'x' with the escapes of STRING: \n \t \r \0 \\ \" \' \xHH. FILE is a

@@ -117,7 +117,7 @@ func (c *compiler) needLua(id *symbols.Ident) error {
 // it has none: the walk takes the VM's running lua_State.
 func luaStateArg(sc *scope) *symbols.Plan {
 	plan, err := sc.bin.Compile("L", &symbols.Ident{Name: "L"}, sc)
-	if err != nil || plan.Read.Kind != symbols.ReadValue {
+	if err != nil || plan.Read.Kind != symbols.ReadValue || plan.Root.Unavailable != "" {
 		return nil
 	}
 	if p, ok := symbols.Underlying(plan.Type).(*dwarf.PtrType); !ok || !strings.Contains(symbols.TypeName(p.Type), "lua_State") {

@@ -115,6 +115,9 @@ type Binary struct {
 
 	unitsOnce sync.Once
 	units     *UnitIndex // built on first use, see unitIndex
+
+	inlineOnce sync.Once
+	inlines    *inlineTable // every inlined copy, read on first use (inlined.go)
 }
 
 type dwarfSections struct {

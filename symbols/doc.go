@@ -13,7 +13,8 @@
 //
 // It uses the standard library's debug/elf and debug/dwarf. Location lists
 // and location expressions are decoded here because the entry PC of a
-// function is the only point we need them at, and because GCC's DWARF 5
+// function (or of a copy GCC inlined, InlinedInstances) is the only point
+// we need them at, and because GCC's DWARF 5
 // output (DW_LLE_GNU_view_pair, DW_OP_entry_value) is outside what other
 // readers handle.
 package symbols

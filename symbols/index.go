@@ -137,16 +137,7 @@ func (b *Binary) scanUnit(ix *index, off dwarf.Offset) error {
 	if err != nil || e == nil {
 		return err
 	}
-	cu := &unit{version: ix.versions.at(e.Offset), addrSize: r.AddressSize()}
-	if v, ok := e.Val(dwarf.AttrLowpc).(uint64); ok {
-		cu.base = v
-	}
-	if v, ok := e.Val(dwarf.AttrAddrBase).(int64); ok {
-		cu.addrBase = uint64(v)
-	}
-	if v, ok := e.Val(dwarf.AttrLoclistsBase).(int64); ok {
-		cu.locBase = uint64(v)
-	}
+	cu := newUnit(e, ix.versions.at(e.Offset), r.AddressSize())
 	ix.units[e.Offset] = cu
 	if !e.Children {
 		return nil
@@ -192,6 +183,21 @@ func (b *Binary) scanUnit(ix *index, off dwarf.Offset) error {
 		}
 	}
 	return nil
+}
+
+// newUnit reads what location lists need of the unit whose DIE is e.
+func newUnit(e *dwarf.Entry, version, addrSize int) *unit {
+	cu := &unit{version: version, addrSize: addrSize}
+	if v, ok := e.Val(dwarf.AttrLowpc).(uint64); ok {
+		cu.base = v
+	}
+	if v, ok := e.Val(dwarf.AttrAddrBase).(int64); ok {
+		cu.addrBase = uint64(v)
+	}
+	if v, ok := e.Val(dwarf.AttrLoclistsBase).(int64); ok {
+		cu.locBase = uint64(v)
+	}
+	return cu
 }
 
 // scanNext scans the next unit in .debug_info order; false when all are.

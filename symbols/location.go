@@ -164,17 +164,43 @@ func (b *Binary) Attr(e *dwarf.Entry, a dwarf.Attr) any {
 }
 
 func (b *Binary) param(fn *Function, pc uint64, e *dwarf.Entry, cfaOffset int64, fbErr error) Param {
+	return b.paramIn(paramSite{unit: fn.unit, who: fn.Symbol, pc: pc, mid: pc != fn.Address, cfaOffset: cfaOffset, fbErr: fbErr}, e)
+}
+
+// paramSite is where a parameter is located: at pc, in the code of a
+// unit, as a parameter of who (named in errors). mid says pc is not the
+// entry of the function whose registers the probe sees.
+type paramSite struct {
+	unit      *unit
+	who       string
+	pc        uint64
+	mid       bool
+	cfaOffset int64
+	fbErr     error
+	// consts accepts DW_AT_const_value (inlined copies; an out-of-line
+	// instance's constant parameters are reported as optimized out).
+	consts bool
+}
+
+func (b *Binary) paramIn(at paramSite, e *dwarf.Entry) Param {
 	p := Param{}
 	p.Name, _ = b.Attr(e, dwarf.AttrName).(string)
 	if t, ok := b.Attr(e, dwarf.AttrType).(dwarf.Offset); ok {
 		p.Type, _ = b.dwarf.Type(t)
 	}
+	pc := at.pc
 	fail := func(why string) Param {
-		p.Err = fmt.Errorf("parameter %s of %s at %#x: %w: %s", p.Name, fn.Symbol, pc, ErrNoLocation, why)
+		p.Err = fmt.Errorf("parameter %s of %s at %#x: %w: %s", p.Name, at.who, pc, ErrNoLocation, why)
 		return p
 	}
 	f := e.AttrField(dwarf.AttrLocation)
 	if f == nil {
+		// A parameter GCC knows to be a constant throughout the
+		// inlined copy (a call with a literal argument).
+		if v, ok := constValue(e.AttrField(dwarf.AttrConstValue)); ok && at.consts {
+			p.Location = Location{Kind: Constant, Offset: v}
+			return p
+		}
 		return fail("optimized out (no DW_AT_location)")
 	}
 	var expr []byte
@@ -189,7 +215,7 @@ func (b *Binary) param(fn *Function, pc uint64, e *dwarf.Entry, cfaOffset int64,
 			return fail(fmt.Sprintf("location list value %v (%T)", f.Val, f.Val))
 		}
 		var err error
-		expr, err = b.locListAt(fn.unit, off, f.Class == dwarf.ClassLocList, pc)
+		expr, err = b.locListAt(at.unit, off, f.Class == dwarf.ClassLocList, pc)
 		if err != nil {
 			return fail(err.Error())
 		}
@@ -199,17 +225,38 @@ func (b *Binary) param(fn *Function, pc uint64, e *dwarf.Entry, cfaOffset int64,
 	default:
 		return fail(fmt.Sprintf("unsupported location class %v", f.Class))
 	}
-	if pc != fn.Address {
+	if at.mid {
 		if err := checkMidFunction(expr); err != nil {
 			return fail(err.Error())
 		}
 	}
-	loc, err := decodeEntryExpr(expr, cfaOffset, fbErr)
+	loc, err := decodeEntryExpr(expr, at.cfaOffset, at.fbErr)
 	if err != nil {
 		return fail(err.Error())
 	}
 	p.Location = loc
 	return p
+}
+
+// constValue reads a DW_AT_const_value that fits in 64 bits.
+func constValue(f *dwarf.Field) (int64, bool) {
+	if f == nil {
+		return 0, false
+	}
+	switch v := f.Val.(type) {
+	case int64:
+		return v, true
+	case uint64:
+		return int64(v), true
+	case []byte:
+		if len(v) == 0 || len(v) > 8 {
+			return 0, false
+		}
+		var buf [8]byte
+		copy(buf[:], v)
+		return int64(binary.LittleEndian.Uint64(buf[:])), true
+	}
+	return 0, false
 }
 
 // frameBase returns the offset from rsp of the frame base at entry. GCC

@@ -239,6 +239,10 @@ type Root struct {
 	// Memory: the object is in memory at Reg+Add (a stack argument); only
 	// Scope.Lookup returns it, compiled plans never carry it.
 	Memory bool
+	// Unavailable is set, to the reason, when the value cannot be read
+	// where the probe is (an argument optimized out in an inlined copy):
+	// the plan reads nothing and reports it unavailable.
+	Unavailable string
 }
 
 // ReadKind is the final step of a plan.

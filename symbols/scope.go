@@ -15,6 +15,10 @@ type FunctionScope struct {
 	Params   []Param
 	Return   dwarf.Type
 	AtReturn bool
+	// Inlined is set in the scope of an inlined copy (NewInlinedScope):
+	// Params are the copy's, and one without a location resolves to a
+	// Root with Unavailable set.
+	Inlined *InlinedInstance
 }
 
 // NewFunctionScope reads the instance's parameters and return type.
@@ -49,6 +53,9 @@ func (s *FunctionScope) Lookup(name string) (dwarf.Type, Root, error) {
 			continue
 		}
 		if p.Err != nil {
+			if s.Inlined != nil && p.Type != nil {
+				return p.Type, Root{Unavailable: p.Err.Error()}, nil
+			}
 			return nil, Root{}, p.Err
 		}
 		l := p.Location
@@ -63,7 +70,13 @@ func (s *FunctionScope) Lookup(name string) (dwarf.Type, Root, error) {
 			return p.Type, Root{Reg: l.Reg, Add: l.Offset, Memory: true}, nil
 		}
 	}
-	return nil, Root{}, &NotFoundError{Kind: ErrNoParam, Name: name, Where: s.Function.Symbol, Closest: Closest(name, names, 3), All: names}
+	where := s.Function.Symbol
+	if s.Inlined != nil {
+		// The same for every copy, so that a script's error is
+		// reported once, not once per copy.
+		where = s.Inlined.Name + " (its inlined copies)"
+	}
+	return nil, Root{}, &NotFoundError{Kind: ErrNoParam, Name: name, Where: where, Closest: Closest(name, names, 3), All: names}
 }
 
 // NewScopeAt resolves the instance's parameters at pc, for a probe inside

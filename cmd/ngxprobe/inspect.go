@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -49,7 +50,12 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if len(fns) == 0 {
+	// The copies GCC inlined: an entry probe stops at them too.
+	copies, err := img.InlinedFunctions(pattern)
+	if err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: inlined copies may be missing: %v\n", err)
+	}
+	if len(fns) == 0 && len(copies) == 0 {
 		return noMatch(img, pattern)
 	}
 	if ff.names {
@@ -59,6 +65,17 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				seen[fn.Name] = true
 				fmt.Fprintln(stdout, output.Escape(fn.Name))
 			}
+		}
+		var inlinedOnly []string
+		for _, in := range copies {
+			if !seen[in.Name] {
+				seen[in.Name] = true
+				inlinedOnly = append(inlinedOnly, in.Name)
+			}
+		}
+		sort.Strings(inlinedOnly)
+		for _, n := range inlinedOnly {
+			fmt.Fprintln(stdout, output.Escape(n))
 		}
 		return nil
 	}
@@ -83,19 +100,40 @@ func cmdFuncs(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case err != nil:
 			fmt.Fprintf(stdout, "(%v)", firstLine(err))
 		default:
-			var ps []string
-			for _, p := range params {
-				if p.Err != nil {
-					ps = append(ps, fmt.Sprintf("%s %s@<unavailable>", symbols.TypeName(p.Type), p.Name))
-					continue
-				}
-				ps = append(ps, fmt.Sprintf("%s %s@%s", symbols.TypeName(p.Type), p.Name, p.Location))
-			}
-			fmt.Fprintf(stdout, "(%s)", strings.Join(ps, ", "))
+			fmt.Fprintf(stdout, "(%s)", paramList(params))
 		}
 		fmt.Fprintf(stdout, "\t%s\n", output.Escape(symbols.ModuleName(b)))
 	}
+	// Inlined copies: NAME, where the copy starts (in the function that
+	// holds it), its address, its arguments there, the module, and the
+	// call that was inlined.
+	for _, in := range copies {
+		file := in.File
+		if file == "" {
+			file = "?"
+		}
+		split := ""
+		if in.IsSplitPart() {
+			split = " (a part GCC split off, run after the entry: not probed again)"
+		}
+		fmt.Fprintf(stdout, "%s\t%s+%#x\t%#x\t(%s)\t%s\tinlined into %s at %s:%d%s\n", output.Escape(in.Name), output.Escape(in.Function.Symbol), in.Offset, in.Address,
+			paramList(in.Params), output.Escape(symbols.ModuleName(in.Function.Binary())), output.Escape(in.Caller), output.Escape(file), in.Line, split)
+	}
 	return nil
+}
+
+// paramList shows parameters as funcs prints them: type, name and
+// location, or <unavailable>.
+func paramList(params []symbols.Param) string {
+	var ps []string
+	for _, p := range params {
+		if p.Err != nil {
+			ps = append(ps, fmt.Sprintf("%s %s@<unavailable>", symbols.TypeName(p.Type), p.Name))
+			continue
+		}
+		ps = append(ps, fmt.Sprintf("%s %s@%s", symbols.TypeName(p.Type), p.Name, p.Location))
+	}
+	return strings.Join(ps, ", ")
 }
 
 // errNoMatch: funcs found no function whose name holds the pattern.
@@ -217,13 +255,22 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if in.Offset != 0 {
 				where = fmt.Sprintf("%s+%#x", in.Symbol, in.Offset)
 			}
-			if in.Inlined != "" {
+			switch {
+			case in.InlinedCopy:
+				where += " (" + in.Inlined + ")"
+			case in.Inlined != "":
 				where += " (inlined " + in.Inlined + ")"
 			}
 			if in.Module != "" && in.Module != symbols.ModuleName(img.Main()) {
 				where += " in " + in.Module
 			}
-			fmt.Fprintf(stdout, "    %-9s %-48s addr %#x  file offset %#x\n", in.Kind, where, in.Address, in.FileOffset)
+			fmt.Fprintf(stdout, "    %-9s %-48s addr %#x  file offset %#x\n", in.Kind, output.Escape(where), in.Address, in.FileOffset)
+			for _, n := range in.Notes {
+				fmt.Fprintf(stdout, "      note: %s\n", output.Escape(n))
+			}
+		}
+		for _, n := range pt.Notes {
+			fmt.Fprintf(stdout, "    note: %s\n", output.Escape(n))
 		}
 	}
 	return nil

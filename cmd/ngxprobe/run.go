@@ -192,7 +192,13 @@ func printAttachSummary(w io.Writer, t *target.Target, img *symbols.Image, ps []
 		if b := p.Function.Binary(); b != nil && b != img.Main() {
 			where += " in " + output.Escape(symbols.ModuleName(b))
 		}
+		if p.Inlined != "" {
+			where += " (" + output.Escape(p.Inlined) + ")"
+		}
 		fmt.Fprintf(w, "  %-10s %-42s %s at %#x (file offset %#x), %d values\n", kind, output.Escape(p.Name), where, p.Function.Address+p.At, p.Function.Offset+p.At, len(p.Values))
+		for _, n := range p.Notes {
+			fmt.Fprintf(w, "             note: %s\n", output.Escape(n))
+		}
 	}
 	if len(t.Modules) > 0 {
 		fmt.Fprintf(w, "  debug info:\n")
