@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ngxprobe/ngxprobe/internal/output"
@@ -436,6 +437,14 @@ var formatVerb = regexp.MustCompile(`%[-0-9.*]*[a-zA-Z]+`)
 // arguments (not read) shown as "…".
 func logText(l output.Event) string {
 	text := formatVerb.ReplaceAllString(str(l, groupLog, "fmt"), "…")
+	if errno := num(l, groupLog, "err"); errno > 0 && errno < 4096 {
+		// As nginx writes it: "recv() failed (104: Connection reset by peer)".
+		msg := syscall.Errno(errno).Error()
+		if msg != "" {
+			msg = strings.ToUpper(msg[:1]) + msg[1:]
+		}
+		text += fmt.Sprintf(" (%d: %s)", errno, msg)
+	}
 	if a := str(l, groupLog, "action"); a != "" {
 		text += " while " + a
 	}
@@ -487,6 +496,16 @@ func errnoOf(in *incident, conn uint64) (int, string) {
 		}
 	}
 	return 0, ""
+}
+
+// failed says what failed: "recv() failed (errno 104)", or the errno's
+// text where the copy of ngx_connection_error that ran had its text
+// optimized out.
+func failed(text string, errno int) string {
+	if text == "" {
+		return fmt.Sprintf("errno %d, %s", errno, syscall.Errno(errno).Error())
+	}
+	return fmt.Sprintf("%s (errno %d)", text, errno)
 }
 
 func errnoCause(errno int) string {
@@ -541,7 +560,7 @@ func (e *Engine) upstreamBefore(in *incident, v *output.Verdict) {
 		case CauseRefused:
 			v.Summary = "upstream refused the connection"
 		default:
-			v.Summary = fmt.Sprintf("upstream connection failed (%s: errno %d) %s", text, errno, phaseWhile(v.Phase))
+			v.Summary = fmt.Sprintf("upstream connection failed: %s %s", failed(text, errno), phaseWhile(v.Phase))
 		}
 	case num(x, "next peer", "eof") != 0:
 		v.Cause = CauseFIN
@@ -643,7 +662,7 @@ func (e *Engine) terminated(in *incident, v *output.Verdict, limit string) {
 		}
 	case clientErrno != 0:
 		v.Initiator, v.Cause, v.Errno = Client, errnoCause(clientErrno), clientErrno
-		v.Summary = fmt.Sprintf("client connection failed: %s (errno %d) %s", clientText, clientErrno, phaseWhile(v.Phase))
+		v.Summary = fmt.Sprintf("client connection failed: %s %s", failed(clientText, clientErrno), phaseWhile(v.Phase))
 		if v.Cause == CauseRST {
 			v.Summary = "client sent RST " + phaseWhile(v.Phase)
 		}
@@ -708,7 +727,7 @@ func (e *Engine) closed(in *incident, v *output.Verdict) bool {
 		return false
 	case errno != 0:
 		v.Initiator, v.Cause, v.Errno = Client, errnoCause(errno), errno
-		v.Summary = fmt.Sprintf("client connection failed: %s (errno %d) %s", text, errno, phaseWhile(phase))
+		v.Summary = fmt.Sprintf("client connection failed: %s %s", failed(text, errno), phaseWhile(phase))
 		if v.Cause == CauseRST {
 			v.Summary = "client sent RST " + phaseWhile(phase)
 		}
@@ -753,13 +772,13 @@ func (e *Engine) stream(in *incident, v *output.Verdict) {
 		v.Side, v.Initiator, v.PeerConn = Upstream, Upstream, uc
 		v.Peer = str(s, groupStream, "peer")
 		v.Errno, v.Cause = errno, errnoCause(errno)
-		v.Summary = fmt.Sprintf("stream upstream failed: %s (errno %d)", text, errno)
+		v.Summary = "stream upstream failed: " + failed(text, errno)
 		if v.Cause == CauseRST {
 			v.Summary = "stream upstream sent RST"
 		}
 	case errno != 0:
 		v.Initiator, v.Errno, v.Cause = Client, errno, errnoCause(errno)
-		v.Summary = fmt.Sprintf("stream client connection failed: %s (errno %d)", text, errno)
+		v.Summary = "stream client connection failed: " + failed(text, errno)
 	default:
 		v.Initiator, v.Cause = Nginx, CauseHandlerError
 		v.Summary = fmt.Sprintf("stream session ended with status %d", v.Status)
@@ -775,15 +794,18 @@ func (e *Engine) errorOnly(in *incident, v *output.Verdict) {
 	text := str(first, groupError, "text")
 	v.Errno, v.Cause = errno, errnoCause(errno)
 	v.Phase = phaseOf(e.handler(first, groupError, "rh"))
+	who := Client
 	if c := uint64(num(first, groupError, "conn")); c != in.key.conn {
-		v.Side, v.Initiator, v.PeerConn = Upstream, Upstream, c
-		v.Peer = str(first, groupError, "peer")
-		v.Summary = fmt.Sprintf("upstream connection failed: %s (errno %d)", text, errno)
+		who = Upstream
+		v.Side, v.PeerConn = Upstream, c
+	}
+	v.Initiator = who
+	v.Peer = str(first, groupError, "peer")
+	if v.Cause == CauseRST {
+		v.Summary = strings.TrimSpace(who + " sent RST " + phaseWhile(v.Phase))
 		return
 	}
-	v.Initiator = Client
-	v.Peer = str(first, groupError, "peer")
-	v.Summary = fmt.Sprintf("client connection failed: %s (errno %d) %s", text, errno, phaseWhile(v.Phase))
+	v.Summary = strings.TrimSpace(fmt.Sprintf("%s connection failed: %s %s", who, failed(text, errno), phaseWhile(v.Phase)))
 }
 
 // dispatch are nginx's event loop and handler dispatchers: a decision

@@ -44,7 +44,10 @@ type Verdict struct {
 		File   string `json:"file"`
 		Line   int    `json:"line"`
 	} `json:"decided_at"`
-	Via string `json:"via"`
+	Via   string `json:"via"`
+	Nginx *struct {
+		MasterPID int `json:"master_pid"`
+	} `json:"nginx"`
 }
 
 // ClosesCount is the {"closes": ...} line closes prints at exit.
@@ -645,4 +648,43 @@ func TestClosesBurst(t *testing.T) {
 		t.Errorf("%d of %d closes have no verdict, and only %d events were counted lost", missing, total, final.Lost)
 	}
 	t.Logf("%d closes in %v (%.0f/s): %d verdicts, %d without one, %d events lost", total, took.Round(time.Millisecond), total/took.Seconds(), len(verdicts), missing, final.Lost)
+}
+
+// TestClosesAllNginx: closes --all-nginx follows masters in their own
+// PID and mount namespaces; each verdict is labelled with its master.
+func TestClosesAllNginx(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	build := nginxtest.Build(t, nginxtest.VariantO2)
+	a := startNamespaced(t, privateBinary(t, build).Binary)
+	p := startProbe(t, "closes", "--all-nginx", "-o", "json")
+	b := startNamespaced(t, privateBinary(t, build).Binary) // after ngxprobe
+	if !waitUntil(10*time.Second, func() bool { return strings.Contains(p.stderr.String(), fmt.Sprintf("masters %d)", b.master)) }) {
+		t.Fatalf("master %d not attached: %s", b.master, p)
+	}
+	for _, n := range []*nsNginx{a, b} {
+		httpGetMaybe(fmt.Sprintf("http://127.0.0.1:%d/close", n.port))
+	}
+	labelled := func(master int) []Verdict {
+		vs, _ := closesOutput(t, p)
+		var out []Verdict
+		for _, v := range vs {
+			if v.Nginx != nil && v.Nginx.MasterPID == master {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	for _, n := range []*nsNginx{a, b} {
+		if !waitUntil(eventTimeout, func() bool { return len(labelled(n.master)) == 1 }) {
+			t.Errorf("no verdict labelled with master %d: %s", n.master, p)
+		}
+	}
+	stopProbeOK(t, p)
+	for _, n := range []*nsNginx{a, b} {
+		for _, v := range labelled(n.master) {
+			if v.Cause != "return_444" || v.Initiator != "nginx" || v.URI != "/close" {
+				t.Errorf("master %d: verdict %+v, want nginx/return_444 for /close", n.master, v)
+			}
+		}
+	}
 }

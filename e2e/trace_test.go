@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -129,7 +130,8 @@ func testClientAbort499(t *testing.T, variant string) {
 func TestReloadKeepsTracing(t *testing.T) {
 	nginxtest.RequireRoot(t)
 	inst := nginxtest.Build(t, nginxtest.VariantO2)
-	s, base := startPlain(t, inst, 2, "")
+	// 410s are events of the default set; healthy 200s are only counted.
+	s, base := startPlain(t, inst, 2, `        location /gone/ { return 410; }`)
 	p := startProbe(t, "run", "-p", strconv.Itoa(s.MasterPID()), "-o", "json")
 
 	requestSeen := func(path string) func(Event) bool {
@@ -141,10 +143,10 @@ func TestReloadKeepsTracing(t *testing.T) {
 	}
 	// Tracing works before the reload.
 	old := s.WorkerPIDs()
-	if code, _ := httpGet(t, base+"/before-reload"); code != 200 {
-		t.Fatalf("GET /before-reload = %d", code)
+	if code, _ := httpGet(t, base+"/gone/before-reload"); code != 410 {
+		t.Fatalf("GET /gone/before-reload = %d", code)
 	}
-	if ev, ok := waitEvent(t, p, eventTimeout, requestSeen("/before-reload")); !ok {
+	if ev, ok := waitEvent(t, p, eventTimeout, requestSeen("/gone/before-reload")); !ok {
 		p.stop(t)
 		t.Fatalf("no finalize event for /before-reload: %s", p)
 	} else if !pidIn(ev.PID, old) {
@@ -159,10 +161,10 @@ func TestReloadKeepsTracing(t *testing.T) {
 			t.Fatalf("worker %d survived the reload (old %v, new %v)", pid, old, fresh)
 		}
 	}
-	if code, _ := httpGet(t, base+"/after-reload"); code != 200 {
-		t.Fatalf("GET /after-reload = %d", code)
+	if code, _ := httpGet(t, base+"/gone/after-reload"); code != 410 {
+		t.Fatalf("GET /gone/after-reload = %d", code)
 	}
-	ev, ok := waitEvent(t, p, eventTimeout, requestSeen("/after-reload"))
+	ev, ok := waitEvent(t, p, eventTimeout, requestSeen("/gone/after-reload"))
 	stopProbeOK(t, p)
 	if !ok {
 		t.Fatalf("no finalize event for /after-reload from the new workers %v: %s", fresh, p)
@@ -171,16 +173,17 @@ func TestReloadKeepsTracing(t *testing.T) {
 		t.Errorf("/after-reload event from pid %d: want one of the new workers %v (old were %v)", ev.PID, fresh, old)
 	}
 	for _, e := range s.AccessEntries() {
-		if e.Request == "GET /after-reload HTTP/1.1" && e.PID != ev.PID {
+		if e.Request == "GET /gone/after-reload HTTP/1.1" && e.PID != ev.PID {
 			t.Errorf("access log: /after-reload served by pid %d, event says %d", e.PID, ev.PID)
 		}
 	}
 	checkSummary(t, p)
 }
 
-// TestUnixRecvReturn: the ngx_unix_recv%return event of a plain request
-// has the bytes read ($retval), the buffer size saved at entry, and the
-// connection of the request.
+// TestUnixRecvReturn: a read that hits EOF is an ngx_unix_recv%return
+// event with $retval 0, the buffer size saved at entry, and the
+// connection of the request; the reads that returned data are counted in
+// the kernel (@healthy), not printed.
 func TestUnixRecvReturn(t *testing.T) {
 	nginxtest.RequireRoot(t)
 	for _, v := range variants {
@@ -192,49 +195,60 @@ func testUnixRecvReturn(t *testing.T, variant string) {
 	inst := nginxtest.Build(t, variant)
 	s, base := startPlain(t, inst, 1, "")
 	p := startProbe(t, "run", "-p", strconv.Itoa(s.MasterPID()), "-o", "json")
-	if code, _ := httpGet(t, base+"/recv"); code != 200 {
-		t.Fatalf("GET /recv = %d", code)
+	// A keepalive request, then the client's FIN: nginx's next read on the
+	// idle connection returns 0.
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	fin, ok := waitEvent(t, p, eventTimeout, func(ev Event) bool {
-		rl, _ := ev.StrExpr(exprReqLine)
-		return ev.Probe == finalizeProbe && rl == "GET /recv HTTP/1.1"
-	})
-	stopProbeOK(t, p)
-	if !ok {
-		t.Fatalf("no finalize event for GET /recv: %s", p)
+	if _, err := fmt.Fprintf(c, "GET /recv HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
 	}
-	conn, ok := fin.IntExpr(exprConn)
-	if !ok {
-		t.Fatalf("finalize event: %s unreadable: %s", exprConn, fin)
+	buf := make([]byte, 4096)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "200 OK") {
+		t.Fatalf("GET /recv: %q, %v", buf[:n], err)
 	}
-
-	var recvs, reads int
-	for _, ev := range events(t, p) {
-		if ev.Probe != recvRetProbe {
-			continue
-		}
-		recvs++
-		c, ok := ev.IntExpr("c->number")
-		if !ok || c != conn {
-			continue
-		}
-		ret, rok := ev.IntExpr("$retval")
-		size, sok := ev.IntExpr("size")
-		if !sok || size <= 0 {
-			t.Errorf("recv event of connection %d: size = %v (readable %v), want > 0 (saved at entry): %s", conn, size, sok, ev)
-		}
-		if rok && ret > 0 {
-			reads++
-			if sok && ret > size {
-				t.Errorf("recv event: $retval %d > size %d: %s", ret, size, ev)
+	c.Close()
+	var conn int64
+	for deadline := time.Now().Add(eventTimeout); conn == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, e := range s.AccessEntries() {
+			if e.Request == "GET /recv HTTP/1.1" {
+				conn = int64(e.Connection)
 			}
 		}
 	}
-	if recvs == 0 {
-		t.Fatalf("no %s events at all: %s", recvRetProbe, p)
+	ev, ok := waitEvent(t, p, eventTimeout, func(ev Event) bool {
+		n, _ := ev.IntExpr("c->number")
+		return ev.Probe == recvRetProbe && n == conn
+	})
+	stopProbeOK(t, p)
+	if !ok {
+		t.Fatalf("no %s event for the EOF on *%d: %s", recvRetProbe, conn, p)
 	}
-	if reads == 0 {
-		t.Errorf("no %s event with readable $retval > 0 on connection %d (the finalize event's conn); %d recv events: %s", recvRetProbe, conn, recvs, p)
+	if ret, ok := ev.IntExpr("$retval"); !ok || ret != 0 {
+		t.Errorf("recv event: $retval = %d (readable %v), want 0 (EOF): %s", ret, ok, ev)
+	}
+	if size, ok := ev.IntExpr("size"); !ok || size <= 0 {
+		t.Errorf("recv event of connection %d: size = %v (readable %v), want > 0 (saved at entry): %s", conn, size, ok, ev)
+	}
+	for _, e := range events(t, p) {
+		if ret, ok := e.IntExpr("$retval"); e.Probe == recvRetProbe && ok && ret != 0 && ret != -1 {
+			t.Errorf("a healthy read was printed: %s", e)
+		}
+		if e.Probe == finalizeProbe {
+			t.Errorf("a healthy request was printed: %s", e)
+		}
+	}
+	healthy := aggregates(t, p)["healthy"]
+	counted := map[string]int64{}
+	for _, r := range healthy.Rows {
+		var name string
+		_ = json.Unmarshal(r.Keys[0], &name)
+		counted[name] = r.Value
+	}
+	if counted[finalizeProbe] < 1 || counted[recvRetProbe] < 1 {
+		t.Errorf("@healthy %v: want the request and its read counted", counted)
 	}
 	checkSummary(t, p)
 }

@@ -68,6 +68,10 @@ type program struct {
 	saveRoots []rootKey
 	// savedRoots: a return program reads non-return roots from here.
 	savedRoots []rootKey
+	// keepSaved: another return program of the function reads the same
+	// saved roots, so none consumes them (the map is an LRU: the next
+	// entry overwrites them).
+	keepSaved  bool
 	functionID uint64
 	// wakeupBytes: submit wakes the reader once this much data is pending.
 	wakeupBytes int
@@ -190,8 +194,10 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 	e.processFilter(p.filter)
 	e.countHit(p, m)
 
-	if p.isReturn {
+	if p.isReturn && len(p.savedRoots) > 0 {
 		e.lookupSaved(p, m)
+	} else if p.isReturn {
+		e.emit(asm.Mov.Imm(regSaved, 0)) // reads no argument: nothing to look up or consume
 	}
 	if len(p.saveRoots) > 0 {
 		if err := e.saveRoots(p, m); err != nil {
@@ -284,7 +290,7 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 	if p.emit && p.layout.lua != nil && len(p.luaChunk) > 0 {
 		e.mark("lua_discarded")
 	}
-	if p.isReturn {
+	if p.isReturn && !p.keepSaved {
 		// The entry's roots are consumed; a nested call gets its own.
 		e.emit(asm.JEq.Imm(regSaved, 0, "exit"))
 		e.savedMapArgs(p, m)
@@ -422,6 +428,16 @@ func (e *emitter) value(p program, s valueSlot) error {
 	done := e.label("done")
 	fault := e.label("fault")
 	noEntry := e.label("noentry")
+
+	if plan.Root.Unavailable != "" {
+		// Nothing to read here: the value is reported unavailable.
+		e.emit(
+			asm.StoreImm(regEvent, slot+slotStatus, statusUnavailable, asm.Byte),
+			asm.StoreImm(regEvent, slot+slotLen, 0, asm.Word),
+			asm.Mov.Imm(asm.R0, 0),
+		)
+		return nil
+	}
 
 	// The verifier rejects unreachable code: emit the fault and no-entry
 	// tails only when something jumps to them.

@@ -40,6 +40,13 @@ type Probe struct {
 	Watch *Watch
 	// Diff, when set, reports changes of a field between probe points.
 	Diff *Diff
+	// Inlined names the inlined copy the probe is at ("f inlined into g
+	// at file.c:12"), when it probes one at its entry (Function is g,
+	// At the copy's offset in it).
+	Inlined string
+	// Notes are what the user should know of this attach point: the
+	// values that cannot be read there, and why.
+	Notes []string
 }
 
 // Options configure Attach.
@@ -79,6 +86,7 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 	// the roots its return probes need saved at entry.
 	ids := map[functionKey]uint64{}
 	roots := map[functionKey][]rootKey{}
+	readers := map[functionKey]int{} // return probes that read saved roots
 	for _, p := range probes {
 		addr := keyOf(p.Function)
 		if _, ok := ids[addr]; !ok {
@@ -88,13 +96,16 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 			continue
 		}
 		for _, v := range p.plans() {
-			if v.Root.Const || v.Root.Return || v.Root.Reg >= RegObject {
+			if v.Root.Const || v.Root.Return || v.Root.Reg >= RegObject || v.Root.Unavailable != "" {
 				continue
 			}
 			r := rootKey{v.Root.Reg, v.Root.Add}
 			if indexOf(roots[addr], r) < 0 {
 				roots[addr] = append(roots[addr], r)
 			}
+		}
+		if readsSaved(p) {
+			readers[addr]++
 		}
 	}
 	var out []planned
@@ -120,7 +131,13 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 			where: p.Filter, aggregates: p.Aggregates, luaChunk: p.LuaChunk, luaState: p.LuaState,
 		}}
 		if p.Return {
-			pr.savedRoots = roots[addr]
+			if readsSaved(p) {
+				// Only the programs that read saved roots look them up,
+				// and the last reader alone may consume them: with
+				// several, none does.
+				pr.savedRoots = roots[addr]
+				pr.keepSaved = readers[addr] > 1
+			}
 		} else if !saving[addr] {
 			pr.saveRoots = roots[addr]
 			saving[addr] = true
@@ -191,4 +208,15 @@ func (p *Probe) plans() []*symbols.Plan {
 		}
 	}
 	return out
+}
+
+// readsSaved reports whether a return probe reads an argument saved at
+// entry (not only $retval or constants).
+func readsSaved(p *Probe) bool {
+	for _, v := range p.plans() {
+		if !v.Root.Const && !v.Root.Return && v.Root.Reg < RegObject && v.Root.Unavailable == "" {
+			return true
+		}
+	}
+	return false
 }

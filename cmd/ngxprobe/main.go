@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/ngxprobe/ngxprobe/symbols"
@@ -34,9 +35,32 @@ func main() {
 	// Ctrl-C and SIGTERM end a trace cleanly: every command gets this
 	// context, and the tracer detaches and drains when it ends.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startProfile(os.Getenv("NGXPROBE_CPUPROFILE"), os.Stderr)
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startProfile writes a CPU profile of the whole run to path, when set
+// (NGXPROBE_CPUPROFILE, for the pipeline benchmarks: go tool pprof reads
+// it), and returns what stops it.
+func startProfile(path string, stderr io.Writer) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ngxprobe: NGXPROBE_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // execute runs a command line and returns its exit status: 0, 1 for a
