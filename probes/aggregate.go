@@ -19,8 +19,10 @@ type Aggregation struct {
 	Name string
 	Func string // count, sum, min, max or avg: what to print
 
+	// keys is the key layout, the same for every session of the probes;
+	// each session has its own map (Session.aggMaps), so that compiled
+	// probes can be attached again after a session closed.
 	keys layout
-	m    *ebpf.Map
 }
 
 // AggregateUpdate adds a hit of a probe to an aggregation.
@@ -84,16 +86,20 @@ func (s *Session) createAggregations(probes []*Probe) (scratch *ebpf.Map, err er
 			if l.size > maxEventSize {
 				return nil, fmt.Errorf("@%s: a key of %d bytes is too large", a.Name, l.size)
 			}
-			if a.m == nil {
+			if s.aggMaps[a] == nil {
 				a.keys = l
-				a.m, err = ebpf.NewMap(&ebpf.MapSpec{
+				m, err := ebpf.NewMap(&ebpf.MapSpec{
 					Name: "ngxp_agg", Type: ebpf.PerCPUHash,
 					KeySize: uint32(l.size), ValueSize: aggValueSize, MaxEntries: maxAggregateKeys,
 				})
 				if err != nil {
 					return nil, fmt.Errorf("create map for @%s: %w", a.Name, err)
 				}
-				s.owned = append(s.owned, a.m)
+				if s.aggMaps == nil {
+					s.aggMaps = map[*Aggregation]*ebpf.Map{}
+				}
+				s.aggMaps[a] = m
+				s.owned = append(s.owned, m)
 				s.aggregations = append(s.aggregations, a)
 			} else if !sameShape(a.keys, l) {
 				return nil, fmt.Errorf("%w: @%s in %s", ErrAggregateShape, a.Name, p.Name)
@@ -205,7 +211,7 @@ func (s *Session) Aggregates() map[*Aggregation][]AggregateRow {
 		var rows []AggregateRow
 		key := make([]byte, a.keys.size)
 		var perCPU [][]byte
-		it := a.m.Iterate()
+		it := s.aggMaps[a].Iterate()
 		for it.Next(&key, &perCPU) {
 			row := AggregateRow{Min: math.MaxInt64, Max: math.MinInt64, raw: append([]byte(nil), key...)}
 			for _, v := range perCPU {

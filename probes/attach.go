@@ -29,6 +29,7 @@ type Session struct {
 	record ringbuf.Record // reused by Read
 
 	aggregations []*Aggregation
+	aggMaps      map[*Aggregation]*ebpf.Map // this session's map of each aggregation
 	watchHits    *ebpf.Map
 	// lua is the Lua walk of Options.Lua, nil without one.
 	lua *lua.Layout
@@ -97,7 +98,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 		m.scratch = scratch.FD()
 		m.aggregations = map[*Aggregation]int{}
 		for _, a := range s.aggregations {
-			m.aggregations[a] = a.m.FD()
+			m.aggregations[a] = s.aggMaps[a].FD()
 		}
 	}
 

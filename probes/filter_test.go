@@ -70,7 +70,7 @@ func TestVerifierAcceptsFiltersAndAggregates(t *testing.T) {
 	m := s.core.fds()
 	m.scratch, m.aggregations = scratch.FD(), map[*Aggregation]int{}
 	for _, a := range s.aggregations {
-		m.aggregations[a] = a.m.FD()
+		m.aggregations[a] = s.aggMaps[a].FD()
 	}
 	roots := []rootKey{{symbols.RegRDI, 0}, {symbols.RegRDX, 0}, {symbols.RegRSI, 0}}
 	cases := map[string]program{

@@ -64,7 +64,7 @@ func TestVerifierAcceptsUnavailable(t *testing.T) {
 	m := s.core.fds()
 	m.scratch, m.aggregations = scratch.FD(), map[*Aggregation]int{}
 	for _, a := range s.aggregations {
-		m.aggregations[a] = a.m.FD()
+		m.aggregations[a] = s.aggMaps[a].FD()
 	}
 	str := *u
 	str.Read = symbols.Read{Kind: symbols.ReadNgxStr, Offset: 120, Cap: symbols.StringCap}

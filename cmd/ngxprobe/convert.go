@@ -33,6 +33,10 @@ type converter struct {
 // says; format is nil for a probe the script does not describe. Its
 // printf lines are formatted from the masked values, their strings
 // escaped: a newline read from nginx must not start an output line.
+//
+// It runs for every hit, so it does only what the event needs: the
+// escaped copies of the values are made for printf lines alone, and
+// without --redact a value is taken as decoded.
 func (cv converter) event(at time.Time, ev probes.Event, format *script.EventFormat, st *output.Stack) output.Event {
 	out := output.Event{
 		Time:     at,
@@ -44,34 +48,55 @@ func (cv converter) event(at time.Time, ev probes.Event, format *script.EventFor
 		Values:   make([]output.Value, len(ev.Values)),
 		Stack:    st,
 	}
-	shown := make([]probes.Value, len(ev.Values))
-	for i, v := range ev.Values {
-		vf := script.ValueFormat{Name: v.Expr}
+	var shown []probes.Value
+	if format != nil && len(format.Messages) > 0 {
+		shown = make([]probes.Value, len(ev.Values))
+	}
+	for i := range ev.Values {
+		v := &ev.Values[i]
+		// The fields are set one by one: the values are on the heap,
+		// and a whole struct stored there costs a bulk write barrier
+		// while the GC runs.
+		ov := &out.Values[i]
+		ov.Name = v.Expr
+		display := script.Plain
 		if format != nil && i < len(format.Values) {
-			vf = format.Values[i]
+			vf := &format.Values[i]
+			ov.Name, ov.Group, ov.Hidden, display = vf.Name, vf.Group, vf.Hidden, vf.Display
 		}
-		red, masked := cv.value(vf.Name, v)
-		ov := output.Value{Name: vf.Name, Expr: v.Expr, Group: vf.Group, Hidden: vf.Hidden, Readable: v.Readable, Why: v.Why, Text: red.Text, Data: data(red.JSON)}
+		ov.Expr, ov.Readable, ov.Why = v.Expr, v.Readable, v.Why
+		red, masked := v, false
+		if cv.redact != nil {
+			var r probes.Value
+			r, masked = cv.value(ov.Name, *v)
+			red = &r
+		}
+		ov.Text = red.Text
 		switch {
 		case masked && red.JSON == output.Mask:
 			// Shown as the mask, not as a role or a *N.
-		case vf.Display == script.Role:
+			ov.Data = red.JSON
+		case display == script.Role:
 			ov.Display = output.Role
-			ov.Text = role(v)
-			ov.Data = ov.Text
-		case vf.Display == script.Connection:
+			ov.Text, ov.Data = roleData(v)
+		case display == script.Connection:
 			ov.Display = output.Connection
+			ov.Data = data(red.JSON)
+		default:
+			ov.Data = data(red.JSON)
 		}
-		out.Values[i] = ov
-		shown[i] = red
-		if s, ok := red.JSON.(string); ok {
-			shown[i].JSON = output.Escape(s)
+		if shown != nil {
+			shown[i] = *red
+			if s, ok := red.JSON.(string); ok {
+				shown[i].JSON = output.Escape(s)
+			}
+			shown[i].Text = output.Escape(red.Text)
 		}
-		shown[i].Text = output.Escape(red.Text)
 	}
-	if format != nil {
+	if shown != nil {
+		out.Messages = make([]string, len(format.Messages))
 		for i := range format.Messages {
-			out.Messages = append(out.Messages, cv.redact.Text(format.Messages[i].Render(shown)))
+			out.Messages[i] = cv.redact.Text(format.Messages[i].Render(shown))
 		}
 	}
 	return out
@@ -126,6 +151,20 @@ func role(listening probes.Value) string {
 		return "client"
 	}
 	return "upstream"
+}
+
+// The roles as data, boxed once rather than at every hit.
+var (
+	clientData   any = "client"
+	upstreamData any = "upstream"
+)
+
+// roleData is role's text and data.
+func roleData(listening *probes.Value) (string, any) {
+	if r := role(*listening); r == "client" {
+		return r, clientData
+	}
+	return "upstream", upstreamData
 }
 
 // flip is a decoded flip of a watched field. Its client address is

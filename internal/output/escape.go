@@ -15,7 +15,8 @@ import (
 // the cursor, OSC (ESC ]) sets the window title or writes the clipboard,
 // CR and backspace overwrite what was printed, and a newline forges an
 // output line. Printers therefore escape every such string as they
-// write it: Text with Escape, JSON by encoding/json plus jsonSafe.
+// write it: Text with Escape, JSON with appendJSONString (which writes
+// what encoding/json plus jsonSafe would).
 
 // Escape returns s with every rune that is not printable escaped as Go
 // writes it in a string literal (\x1b, \a, \r, \u009b, \u2028, and \x9b
@@ -53,6 +54,44 @@ func escape(s, keep string) string {
 		i += n
 	}
 	return b.String()
+}
+
+// appendEscape appends s escaped as escape(s, keep) returns it.
+func appendEscape(dst []byte, s, keep string) []byte {
+	i := 0
+	for i < len(s) && s[i] >= 0x20 && s[i] < 0x7f {
+		i++
+	}
+	dst = append(dst, s[:i]...)
+	if i == len(s) {
+		return dst
+	}
+	for i < len(s) {
+		if c := s[i]; c >= 0x20 && c < 0x7f {
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			dst = append(dst, '\\', 'x', hex[s[i]>>4], hex[s[i]&0xf])
+		case r < utf8.RuneSelf && strings.IndexByte(keep, byte(r)) >= 0, strconv.IsPrint(r):
+			dst = append(dst, s[i:i+n]...)
+		default:
+			dst = appendQuotedRune(dst, r)
+		}
+		i += n
+	}
+	return dst
+}
+
+// appendQuotedRune appends r as strconv.QuoteRune writes it, without the
+// quotes: \a, \x1b, \u009b, \u2028, \U000e0001.
+func appendQuotedRune(dst []byte, r rune) []byte {
+	var q [16]byte
+	b := strconv.AppendQuoteRune(q[:0], r)
+	return append(dst, b[1:len(b)-1]...)
 }
 
 // escapeMessage is a printf line escaped, its tabs kept.
@@ -93,6 +132,87 @@ func jsonSafe(b []byte) []byte {
 }
 
 const hex = "0123456789abcdef"
+
+// jsonPlain says which bytes a JSON string holds as they are, ASCII:
+// encoding/json escapes the C0 controls, '"', '\\', and <, > and & (as
+// \u003c, \u003e, \u0026); jsonSafe escapes DEL.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = !strings.ContainsRune(`"\<>&`, rune(c))
+	}
+	return t
+}()
+
+// jsonEscapes are the escapes of the other ASCII bytes, as encoding/json
+// writes them (DEL as jsonSafe does).
+var jsonEscapes = func() (t [utf8.RuneSelf]string) {
+	for c := range t {
+		switch c {
+		case '\\', '"':
+			t[c] = `\` + string(rune(c))
+		case '\b':
+			t[c] = `\b`
+		case '\f':
+			t[c] = `\f`
+		case '\n':
+			t[c] = `\n`
+		case '\r':
+			t[c] = `\r`
+		case '\t':
+			t[c] = `\t`
+		default:
+			t[c] = string(appendU(nil, rune(c)))
+		}
+	}
+	return t
+}()
+
+// appendJSONString appends s as a JSON string, byte for byte as
+// encoding/json (with its HTML escaping) and then jsonSafe write it:
+// the C0 controls escaped (\n, \t, \b, \f, \r short, the others as
+// \u00XX), '"', '\\', <, > and &, DEL, U+2028 and U+2029, the C1
+// controls and the other runes that are not printable as \uXXXX (a pair
+// of surrogates above U+FFFF), and a byte that is not UTF-8 as \ufffd.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start, i := 0, 0
+	for {
+		for i < len(s) && jsonPlain[s[i]] {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
+		if c := s[i]; c < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, jsonEscapes[c]...)
+			i++
+			start = i
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029' || !strconv.IsPrint(r):
+			dst = append(dst, s[start:i]...)
+			if r > 0xffff {
+				r1, r2 := utf16.EncodeRune(r)
+				dst = appendU(appendU(dst, r1), r2)
+			} else {
+				dst = appendU(dst, r)
+			}
+		default:
+			i += n
+			continue
+		}
+		i += n
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
 
 func appendU(out []byte, r rune) []byte {
 	return append(out, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])

@@ -3,7 +3,10 @@ package output
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // Text prints events as blocks: a header line, then one line per group
@@ -12,6 +15,18 @@ import (
 // the binary and paths alike.
 type Text struct {
 	W io.Writer
+	// buf is the block being written, groups its groups of values, and
+	// groupOf the group of each value (-1 for a hidden one), kept
+	// between calls.
+	buf     []byte
+	groups  []textGroup
+	groupOf []int
+}
+
+// textGroup is one output line of an event's values.
+type textGroup struct {
+	name     string
+	readable bool // some value of the group is
 }
 
 const timeLayout = "15:04:05.000000"
@@ -20,150 +35,309 @@ const timeLayout = "15:04:05.000000"
 // whose values are all unreadable (no upstream yet, say) is shown as "-"
 // rather than as a row of question marks.
 func (p *Text) Event(ev Event) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s pid %d", ev.Time.Format(timeLayout), Escape(ev.Probe), ev.PID)
+	b := appendClock(p.buf[:0], ev.Time)
+	b = append(b, ' ')
+	b = appendEscape(b, ev.Probe, "")
+	b = append(b, " pid "...)
+	b = strconv.AppendUint(b, uint64(ev.PID), 10)
 	if ev.TID != ev.PID {
-		fmt.Fprintf(&b, " tid %d", ev.TID)
+		b = append(b, " tid "...)
+		b = strconv.AppendUint(b, uint64(ev.TID), 10)
 	}
 	if ev.Clone {
-		fmt.Fprintf(&b, " (%s)", Escape(ev.Function))
+		b = append(b, " ("...)
+		b = appendEscape(b, ev.Function, "")
+		b = append(b, ')')
 	}
-	b.WriteByte('\n')
-	writeOrigin(&b, ev.Origin)
-	var groups []string
-	lines := map[string][]string{}
-	readable := map[string]bool{}
-	for _, v := range ev.Values {
-		if v.Hidden {
-			continue
+	b = append(b, '\n')
+	b = appendOrigin16(b, ev.Origin)
+	// The groups in the order their first values come; an event has a
+	// handful, so they are looked up by scanning.
+	groups, groupOf := p.groups[:0], p.groupOf[:0]
+	for i := range ev.Values {
+		v := &ev.Values[i]
+		g := -1
+		switch {
+		case v.Hidden:
+		case len(groups) > 0 && groups[len(groups)-1].name == v.Group:
+			g = len(groups) - 1 // as a print lists them
+		default:
+			if g = findGroup(groups, v.Group); g < 0 {
+				groups = append(groups, textGroup{name: v.Group})
+				g = len(groups) - 1
+			}
 		}
-		g := v.Group
-		if _, ok := lines[g]; !ok {
-			groups = append(groups, g)
+		if g >= 0 {
+			groups[g].readable = groups[g].readable || v.Readable
 		}
-		lines[g] = append(lines[g], Escape(v.Name)+"="+Escape(displayText(v)))
-		readable[g] = readable[g] || v.Readable
+		groupOf = append(groupOf, g)
 	}
 	// Sub-groups ("client read") print under their parent's line when
 	// the parent is unreadable as a whole.
-	for _, g := range groups {
-		if !readable[g] {
-			if parent, _, ok := strings.Cut(g, " "); ok && !readable[parent] {
-				continue
+	for gi := range groups {
+		g := &groups[gi]
+		if !g.readable {
+			if parent, _, ok := strings.Cut(g.name, " "); ok {
+				if pi := findGroup(groups, parent); pi < 0 || !groups[pi].readable {
+					continue
+				}
 			}
-			fmt.Fprintf(&b, "  %-16s -\n", label(g))
+			b = appendLabel(b, g.name)
+			b = append(b, " -\n"...)
 			continue
 		}
-		fmt.Fprintf(&b, "  %-16s %s\n", label(g), strings.Join(lines[g], " "))
+		b = appendLabel(b, g.name)
+		b = append(b, ' ')
+		first := true
+		for i := range ev.Values {
+			if groupOf[i] != gi {
+				continue
+			}
+			v := &ev.Values[i]
+			if !first {
+				b = append(b, ' ')
+			}
+			first = false
+			b = appendEscape(b, v.Name, "")
+			b = append(b, '=')
+			switch {
+			case !v.Readable:
+				b = append(b, '?')
+			case v.Display == Connection:
+				b = append(b, '*')
+				b = appendEscape(b, v.Text, "")
+			default:
+				b = appendEscape(b, v.Text, "")
+			}
+		}
+		b = append(b, '\n')
 	}
+	clear(groups)
+	p.groups, p.groupOf = groups[:0], groupOf[:0]
 	for _, m := range ev.Messages {
-		for _, line := range strings.Split(strings.TrimSuffix(m, "\n"), "\n") {
-			fmt.Fprintf(&b, "  %s\n", escapeMessage(line))
+		m = strings.TrimSuffix(m, "\n")
+		for {
+			line, rest, more := strings.Cut(m, "\n")
+			b = append(b, "  "...)
+			b = appendEscape(b, line, "\t")
+			b = append(b, '\n')
+			if !more {
+				break
+			}
+			m = rest
 		}
 	}
-	writeStack(&b, ev.Stack)
-	_, err := io.WriteString(p.W, b.String())
+	b = appendStackText(b, ev.Stack)
+	return p.write(b)
+}
+
+// write writes a block made in the printer's buffer, and keeps the
+// buffer.
+func (p *Text) write(b []byte) error {
+	_, err := p.W.Write(b)
+	if cap(b) <= maxKeptBuf {
+		p.buf = b[:0]
+	} else {
+		p.buf = nil
+	}
 	return err
+}
+
+func findGroup(groups []textGroup, name string) int {
+	for i := range groups {
+		if groups[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// appendClock appends t as timeLayout formats it.
+func appendClock(b []byte, t time.Time) []byte {
+	h, m, s := t.Clock()
+	us := t.Nanosecond() / 1000
+	return append(b, byte('0'+h/10), byte('0'+h%10), ':', byte('0'+m/10), byte('0'+m%10), ':', byte('0'+s/10), byte('0'+s%10), '.',
+		byte('0'+us/100000), byte('0'+us/10000%10), byte('0'+us/1000%10), byte('0'+us/100%10), byte('0'+us/10%10), byte('0'+us%10))
+}
+
+// appendLabel appends "  " and a group's label, padded as %-16s.
+func appendLabel(b []byte, g string) []byte {
+	b = append(b, "  "...)
+	start := len(b)
+	if g == "" {
+		b = append(b, "values:"...)
+	} else {
+		b = appendEscape(b, g, "")
+		b = append(b, ':')
+	}
+	for n := utf8.RuneCount(b[start:]); n < 16; n++ {
+		b = append(b, ' ')
+	}
+	return b
 }
 
 // writeOrigin says which nginx a hit came from: its master, container
 // and pod.
 func writeOrigin(b *strings.Builder, o *Origin) {
+	b.Write(appendOrigin16(nil, o))
+}
+
+// appendOrigin16 appends what writeOrigin writes.
+func appendOrigin16(b []byte, o *Origin) []byte {
 	if o == nil {
-		return
+		return b
 	}
-	fmt.Fprintf(b, "  %-16s master %d %s", "nginx:", o.MasterPID, Escape(o.Binary))
+	b = append(b, "  nginx:           master "...)
+	b = strconv.AppendInt(b, int64(o.MasterPID), 10)
+	b = append(b, ' ')
+	b = appendEscape(b, o.Binary, "")
 	if o.ContainerID != "" {
-		fmt.Fprintf(b, " container %s", Escape(o.ContainerID[:min(12, len(o.ContainerID))]))
+		b = append(b, " container "...)
+		b = appendEscape(b, o.ContainerID[:min(12, len(o.ContainerID))], "")
 	}
 	if o.PodName != "" {
-		fmt.Fprintf(b, " pod %s/%s", Escape(o.PodNamespace), Escape(o.PodName))
+		b = append(b, " pod "...)
+		b = appendEscape(b, o.PodNamespace, "")
+		b = append(b, '/')
+		b = appendEscape(b, o.PodName, "")
 		if o.ContainerName != "" {
-			fmt.Fprintf(b, " (%s)", Escape(o.ContainerName))
+			b = append(b, " ("...)
+			b = appendEscape(b, o.ContainerName, "")
+			b = append(b, ')')
 		}
 	}
-	b.WriteByte('\n')
-}
-
-func displayText(v Value) string {
-	switch {
-	case !v.Readable:
-		return "?"
-	case v.Display == Connection:
-		return "*" + v.Text
-	}
-	return v.Text
-}
-
-func label(g string) string {
-	if g == "" {
-		return "values:"
-	}
-	return Escape(g) + ":"
+	return append(b, '\n')
 }
 
 // Flip writes the flip, where it happened, and its stack.
 func (p *Text) Flip(f Flip) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s pid %d flip %s %d -> %d  conn *%d %s", f.Time.Format(timeLayout), f.PID, Escape(f.Field), f.Old, f.New, f.Conn, Escape(f.Role))
+	b := appendClock(p.buf[:0], f.Time)
+	b = append(b, " pid "...)
+	b = strconv.AppendUint(b, uint64(f.PID), 10)
+	b = append(b, " flip "...)
+	b = appendEscape(b, f.Field, "")
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, f.Old, 10)
+	b = append(b, " -> "...)
+	b = strconv.AppendUint(b, f.New, 10)
+	b = append(b, "  conn *"...)
+	b = strconv.AppendInt(b, f.Conn, 10)
+	b = append(b, ' ')
+	b = appendEscape(b, f.Role, "")
 	switch {
 	case f.Role == "upstream" && f.LoggedAs != f.Conn:
-		fmt.Fprintf(&b, " (of *%d", f.LoggedAs)
+		b = append(b, " (of *"...)
+		b = strconv.AppendInt(b, f.LoggedAs, 10)
 		if f.Client != "" {
-			fmt.Fprintf(&b, ", client %s", Escape(f.Client))
+			b = append(b, ", client "...)
+			b = appendEscape(b, f.Client, "")
 		}
-		b.WriteString(")")
+		b = append(b, ')')
 	case f.Client != "":
-		fmt.Fprintf(&b, " (client %s)", Escape(f.Client))
+		b = append(b, " (client "...)
+		b = appendEscape(b, f.Client, "")
+		b = append(b, ')')
 	}
-	fmt.Fprintf(&b, " [%s]\n", Escape(f.Mode))
-	writeOrigin(&b, f.Origin)
+	b = append(b, " ["...)
+	b = appendEscape(b, f.Mode, "")
+	b = append(b, "]\n"...)
+	b = appendOrigin16(b, f.Origin)
 	switch {
 	case f.Mode == "exact":
-		fmt.Fprintf(&b, "  at %s:%d in %s (%s)\n", Escape(f.File), f.Line, Escape(f.Function), Escape(f.Site))
+		b = append(b, "  at "...)
+		b = appendEscape(b, f.File, "")
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(f.Line), 10)
+		b = append(b, " in "...)
+		b = appendEscape(b, f.Function, "")
+		b = append(b, " ("...)
+		b = appendEscape(b, f.Site, "")
+		b = append(b, ")\n"...)
 	case f.Function != "":
-		fmt.Fprintf(&b, "  inside %s (seen at %s, then at %s)\n", Escape(f.Function), Escape(f.From), Escape(f.To))
+		b = append(b, "  inside "...)
+		b = appendEscape(b, f.Function, "")
+		b = append(b, " (seen at "...)
+		b = appendEscape(b, f.From, "")
+		b = append(b, ", then at "...)
+		b = appendEscape(b, f.To, "")
+		b = append(b, ")\n"...)
 	default:
-		fmt.Fprintf(&b, "  between %s and %s\n", Escape(f.From), Escape(f.To))
+		b = append(b, "  between "...)
+		b = appendEscape(b, f.From, "")
+		b = append(b, " and "...)
+		b = appendEscape(b, f.To, "")
+		b = append(b, '\n')
 	}
-	writeStack(&b, f.Stack)
-	_, err := io.WriteString(p.W, b.String())
-	return err
+	b = appendStackText(b, f.Stack)
+	return p.write(b)
 }
 
 // writeStack prints frames as the incident notes do: module address,
 // symbol+offset, then file:line, or the module for code without DWARF.
 func writeStack(b *strings.Builder, st *Stack) {
+	b.Write(appendStackText(nil, st))
+}
+
+// appendStackText appends what writeStack writes.
+func appendStackText(b []byte, st *Stack) []byte {
 	if st == nil {
-		return
+		return b
 	}
-	b.WriteString("  stack:\n")
-	for _, f := range st.Frames {
+	b = append(b, "  stack:\n"...)
+	for i := range st.Frames {
+		f := &st.Frames[i]
 		if f.Lua != nil {
-			fmt.Fprintf(b, "    %8s  [lua] %s\n", "", Escape(f.Lua.Text))
+			b = append(b, "              [lua] "...)
+			b = appendEscape(b, f.Lua.Text, "")
+			b = append(b, '\n')
 			continue
 		}
-		name := Escape(f.Symbol)
+		b = append(b, "    "...)
+		b = appendRight8Hex(b, f.Address)
+		b = append(b, ": "...)
 		switch {
-		case name == "":
-			name = "??"
+		case f.Symbol == "":
+			b = append(b, "??"...)
 		case f.Inlined:
-			name += " (inlined)"
+			b = appendEscape(b, f.Symbol, "")
+			b = append(b, " (inlined)"...)
 		default:
-			name = fmt.Sprintf("%s+%#x", name, f.Offset)
+			b = appendEscape(b, f.Symbol, "")
+			b = append(b, "+0x"...)
+			b = strconv.AppendUint(b, f.Offset, 16)
 		}
-		where := Escape(f.Module)
+		b = append(b, " ("...)
 		if f.File != "" {
-			where = fmt.Sprintf("%s:%d", Escape(f.File), f.Line)
+			b = appendEscape(b, f.File, "")
+			b = append(b, ':')
+			b = strconv.AppendInt(b, int64(f.Line), 10)
+		} else {
+			b = appendEscape(b, f.Module, "")
 		}
-		fmt.Fprintf(b, "    %8x: %s (%s)\n", f.Address, name, where)
+		b = append(b, ")\n"...)
 	}
 	if st.Truncated {
-		fmt.Fprintf(b, "    ... truncated: %s\n", Escape(st.Reason))
+		b = append(b, "    ... truncated: "...)
+		b = appendEscape(b, st.Reason, "")
+		b = append(b, '\n')
 	}
 	for _, n := range st.Notes {
-		fmt.Fprintf(b, "    note: %s\n", Escape(n))
+		b = append(b, "    note: "...)
+		b = appendEscape(b, n, "")
+		b = append(b, '\n')
 	}
+	return b
+}
+
+// appendRight8Hex appends n in hexadecimal, right-aligned in 8 columns,
+// as %8x.
+func appendRight8Hex(b []byte, n uint64) []byte {
+	var d [16]byte
+	h := strconv.AppendUint(d[:0], n, 16)
+	for i := len(h); i < 8; i++ {
+		b = append(b, ' ')
+	}
+	return append(b, h...)
 }
 
 // Aggregates writes each aggregation as bpftrace does: @name[keys]: value.
