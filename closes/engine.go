@@ -130,7 +130,11 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 	}
 	key := incidentKey{pid: ev.PID, conn: conn}
 	in := e.pending[key]
+	var out []output.Verdict
 	if in == nil {
+		if len(e.pending) >= MaxPending {
+			out = e.flushOldest()
+		}
 		in = &incident{key: key, first: ev}
 		e.pending[key] = in
 	}
@@ -154,9 +158,24 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 	if g == groupClose || g == groupStream {
 		// The connection is gone: nothing more will come for it.
 		delete(e.pending, key)
-		return e.explain(in)
+		return append(out, e.explain(in)...)
 	}
-	return nil
+	return out
+}
+
+// MaxPending bounds the incidents waiting for more events: past it, the
+// oldest is explained with what it has.
+const MaxPending = 65536
+
+func (e *Engine) flushOldest() []output.Verdict {
+	var oldest *incident
+	for _, in := range e.pending {
+		if oldest == nil || in.last.Before(oldest.last) {
+			oldest = in
+		}
+	}
+	delete(e.pending, oldest.key)
+	return e.explain(oldest)
 }
 
 // Flush returns the verdicts of incidents quiet since before now-Quiet,
@@ -734,6 +753,11 @@ func (e *Engine) closed(in *incident, v *output.Verdict) bool {
 	case phase == PhaseTLSHandshake && readErr:
 		v.Initiator, v.Cause = Client, CauseTLS
 		v.Summary = "TLS handshake failed (the client sent what is not TLS, or TLS nginx refused)"
+	case num(c, g, "timedout") != 0 && num(c, "close read", "timedout") == 0 && num(c, "close write", "timedout") == 0:
+		// c->timedout without a timer that fired: nginx's own close
+		// (NGX_HTTP_CLOSE, return 444), whose request was not seen.
+		v.Initiator, v.Cause = Nginx, CauseReturn444
+		v.Summary = "nginx closed the connection without a response (444)"
 	case timedout:
 		v.Initiator, v.Cause = Client, CauseTimeout
 		switch phase {

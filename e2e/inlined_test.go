@@ -71,7 +71,7 @@ ngx_http_finalize_connection { print(r->connection->number) }
 	// The attach summary lists the copies where they are: in the
 	// function that holds them, at their offset.
 	for _, in := range []symbols.InlinedInstance{closeCopy, finCopy} {
-		if where := fmt.Sprintf("%s+%#x at %#x", in.Function.Symbol, in.Offset, in.Address); !strings.Contains(p.stderr.String(), where) {
+		if where := fmt.Sprintf("%s+%#x (%s) at %#x", in.Function.Symbol, in.Offset, in.String(), in.Address); !strings.Contains(p.stderr.String(), where) {
 			t.Errorf("attach summary does not list %s (%s): %s", in.String(), where, p)
 		}
 	}

@@ -56,6 +56,9 @@ func (s *soakSink) line(b []byte) {
 		PID   *int   `json:"pid"`
 		Probe string `json:"probe"`
 	}
+	if bytes.HasPrefix(b, []byte(`{"aggregate"`)) {
+		return // printed at exit
+	}
 	if err := json.Unmarshal(b, &ev); err != nil || ev.PID == nil || ev.Probe == "" {
 		s.bad++
 		if s.badLine == "" {

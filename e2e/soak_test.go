@@ -35,6 +35,14 @@ const (
 	soakLoadPause   = 3 * time.Millisecond
 )
 
+// soakEvents prints an event per request and per read, as the default
+// set did before it counted healthy traffic in the kernel: the soak
+// wants events flowing while it attaches, kills and reloads.
+const soakEvents = `
+ngx_http_finalize_request { print("request", rc, status = r->headers_out.status, conn = r->connection->number, eof = r->connection->read->eof) }
+ngx_unix_recv%return { print("recv", ret = $retval, size, conn = c->number) }
+`
+
 // soakHTTP: location / answers "ok" itself; /proxy/ goes through an
 // upstream with keep-alive connections to a second server block of the
 // same nginx, which answers "ok" too. The backend sees /b/...
@@ -134,7 +142,7 @@ func TestSoakAttachDetachUnderLoad(t *testing.T) {
 		t.Helper()
 		load.setPhase(phase)
 		t0 := time.Now()
-		p, sink := startSoakProbe(t, "run", "-p", masterArg, "-o", "json")
+		p, sink := startSoakProbe(t, "run", "-p", masterArg, "-o", "json", "-e", soakEvents)
 		attachTimes = append(attachTimes, time.Since(t0))
 		dead = append(dead, p.pid())
 		return p, sink
@@ -382,7 +390,9 @@ func TestRepeatedAttachMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bin.Close()
-	parsed, err := script.ParseText(probeset.DefaultName, probeset.Default, nil)
+	// The default set (its @healthy aggregation: each session must get a
+	// map of its own) and an event per request.
+	parsed, err := script.ParseText(probeset.DefaultName, probeset.Default+soakEvents, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

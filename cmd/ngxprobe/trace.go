@@ -277,7 +277,10 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 			}
 			raw = r
 		case now := <-ticks:
-			if printErr == nil {
+			// Only once the queue is drained: while records wait, the
+			// time since an incident's last event says nothing about
+			// what is still to come for it.
+			if printErr == nil && len(records) == 0 {
 				if printErr = tr.tick(now); printErr == nil {
 					printErr = tr.buffered.Flush()
 				}
