@@ -5,13 +5,14 @@
 //	ngxprobe run -p PID SCRIPT          a probe-set script (see examples/)
 //	ngxprobe check --binary PATH SCRIPT resolve a script without attaching
 //	ngxprobe watch -p PID c->read->eof  who flips a connection's field
+//	ngxprobe closes -p PID              one verdict per abnormal close
 //	ngxprobe run --binary PATH --probe 'ngx_unix_recv%return:$retval,c->number'
 //	ngxprobe funcs --binary PATH [PATTERN]
 //	ngxprobe fields --binary PATH TYPE
 //
-// Each subcommand has a file of its own: run.go, watch.go and inspect.go
-// (funcs, fields, check). flags.go has the flags they share, and trace.go
-// the tracer that run and watch drive.
+// Each subcommand has a file of its own: run.go, watch.go, closes.go and
+// inspect.go (funcs, fields, check). flags.go has the flags they share,
+// and trace.go the tracer that run, watch and closes drive.
 package main
 
 import (
