@@ -51,6 +51,7 @@ func TestPackaged(t *testing.T) {
 		checkPackagedExamples(t, env, "debuginfod ")
 		runPackagedScenarios(t, env)
 		t.Run("stream", func(t *testing.T) { testStreamReset(t, env, d.URL) })
+		t.Run("closes", func(t *testing.T) { testClosesPackaged(t, env) })
 		t.Run("libc_close", func(t *testing.T) { testLibcClose(t, env) })
 		t.Run("bad_debuginfod", func(t *testing.T) { testBadDebuginfod(t, id) })
 		t.Run("deleted_module", func(t *testing.T) { testDeletedModule(t, env) })
@@ -479,3 +480,48 @@ func testModuleAfterAttach(t *testing.T, env []string) {
 // moduleCheck is how often ngxprobe reads a master's mappings for new
 // modules (cmd/ngxprobe's moduleCheckInterval).
 const moduleCheck = 2 * time.Second
+
+// testClosesPackaged: closes on the packaged nginx, its debug info from
+// debuginfod: a return 444 of the executable and a stream upstream reset
+// in the dynamic stream module, each one verdict on the *N nginx logged.
+func testClosesPackaged(t *testing.T, env []string) {
+	port, httpPort := nginxtest.FreePort(t), nginxtest.FreePort(t)
+	backend := resetBackend(t)
+	srv := nginxtest.StartPackaged(t, nginxtest.Config{
+		Modules: []string{"ngx_stream_module"},
+		Stream:  fmt.Sprintf("server { listen 127.0.0.1:%d; proxy_pass %s; }", port, backend),
+		HTTP:    plainServer(httpPort, `        location = /c444 { return 444; }`),
+	})
+	p := startProbeEnv(t, env, "closes", "-p", strconv.Itoa(srv.MasterPID()), "-o", "json")
+	if !strings.Contains(p.stderr.String(), "in ngx_stream_module.so") {
+		t.Errorf("closes did not attach to the stream module: %s", p)
+	}
+	if err := streamClient(fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		t.Fatal(err)
+	}
+	sendAndWait(t, fmt.Sprintf("127.0.0.1:%d", httpPort), "GET /c444 HTTP/1.1\r\nHost: x\r\n\r\n", 3*time.Second)
+	var streamConn uint64
+	deadline := time.Now().Add(eventTimeout)
+	for streamConn == 0 && time.Now().Before(deadline) {
+		if m := streamReset.FindAllStringSubmatch(srv.ErrorLog(), -1); len(m) > 0 {
+			streamConn, _ = strconv.ParseUint(m[len(m)-1][1], 10, 64)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	conn444 := awaitConn(t, srv, "return 444", "GET /c444 HTTP/1.1", "")
+	time.Sleep(500 * time.Millisecond) // past the quiet period
+	stopProbeOK(t, p)
+	verdicts, _ := closesOutput(t, p)
+	want := map[uint64]string{streamConn: "upstream/rst", conn444: "nginx/return_444"}
+	for conn, cause := range want {
+		var got []string
+		for _, v := range verdicts {
+			if v.Conn == conn {
+				got = append(got, v.Initiator+"/"+v.Cause)
+			}
+		}
+		if len(got) != 1 || got[0] != cause {
+			t.Errorf("*%d: verdicts %v, want one %s: %s", conn, got, cause, p)
+		}
+	}
+}
