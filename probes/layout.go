@@ -3,6 +3,7 @@ package probes
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 
 	"github.com/ngxprobe/ngxprobe/lua"
 	"github.com/ngxprobe/ngxprobe/stacks"
@@ -47,6 +48,18 @@ type valueSlot struct {
 	plan   *symbols.Plan
 	offset int // of the slot header
 	data   int // capacity of the data area
+	// How decode formats the value, chosen once by newLayout (see
+	// slotFormat).
+	format slotFormat
+	// size is, for integer formats, the bytes of the value that count
+	// (Plan.Format's size).
+	size int
+	// faults is the reason of a fault at each pointer load, then at the
+	// final read.
+	faults []string
+	// memo is the last value formatted, shared by the copies of the
+	// slot.
+	memo *memo
 }
 
 // layout places the values of one probe in its event record, and after
@@ -124,7 +137,7 @@ func newLayout(plans []*symbols.Plan) layout {
 	l := layout{size: headerSize}
 	for _, p := range plans {
 		n := dataSize(p.Read)
-		l.slots = append(l.slots, valueSlot{plan: p, offset: l.size, data: n})
+		l.slots = append(l.slots, newSlot(p, l.size, n))
 		l.size += slotHeader + n
 	}
 	return l
@@ -157,40 +170,77 @@ type Value struct {
 	JSON any
 }
 
+// The texts of values that were not read.
+const (
+	textUnreadable  = "<unreadable>"
+	textUnavailable = "<unavailable>"
+	textUnknown     = "<unknown>"
+	whyNoEntry      = "no entry event for this return (attached mid-call)"
+)
+
+// decode turns a record into its values.
 func (l layout) decode(rec []byte) ([]Value, error) {
+	return l.decodeInto(rec, nil)
+}
+
+// decodeInto is decode with the values, and their raw bytes, in buf's
+// memory when it has the room. It runs for every event, so what depends
+// on the plan alone was decided by newLayout, and the raw bytes of all
+// the values share one allocation. The values do not refer to rec, which
+// the caller may reuse.
+func (l layout) decodeInto(rec []byte, buf *DecodeBuffer) ([]Value, error) {
 	if len(rec) < l.size {
 		return nil, fmt.Errorf("event of %d bytes, want %d", len(rec), l.size)
 	}
-	out := make([]Value, len(l.slots))
-	for i, s := range l.slots {
-		v := Value{Expr: s.plan.Expr}
+	var out []Value
+	if buf != nil && cap(buf.values) >= len(l.slots) {
+		out = buf.values[:len(l.slots)]
+	} else {
+		out = make([]Value, len(l.slots))
+	}
+	total := 0
+	for i := range l.slots {
+		s := &l.slots[i]
+		if h := rec[s.offset:]; h[slotStatus] == statusOK {
+			total += s.rawLen(h)
+		}
+	}
+	var arena []byte
+	switch {
+	case total == 0:
+	case buf != nil && cap(buf.raw) >= total:
+		arena = buf.raw[:0]
+	default:
+		arena = make([]byte, 0, total)
+	}
+	for i := range l.slots {
+		s := &l.slots[i]
+		// Field by field: a reused value is on the heap, where storing
+		// a whole struct costs a bulk write barrier while the GC runs.
+		v := &out[i]
+		v.Expr = s.plan.Expr
+		v.Readable, v.Raw, v.JSON = false, nil, nil
 		h := rec[s.offset:]
 		switch h[slotStatus] {
 		case statusOK:
-			n := int(binary.LittleEndian.Uint32(h[slotLen:]))
-			n = min(n, s.data)
-			raw := h[slotHeader : slotHeader+n]
-			if s.plan.Read.Kind == symbols.ReadNgxStr {
-				// BPF left len at data[0:8] and the bytes from data[16:].
-				strLen := binary.LittleEndian.Uint64(raw)
-				got := min(uint64(n-16), strLen)
-				raw = append(append([]byte(nil), raw[:8]...), h[slotHeader+16:slotHeader+16+int(got)]...)
-			}
-			v.Readable = true
-			v.Raw = append([]byte(nil), raw...)
-			f := s.plan.Format(v.Raw)
-			v.Text, v.JSON = f.Text, f.JSON
+			v.Readable, v.Why = true, ""
+			arena = s.decodeOK(v, h, arena)
 		case statusFault:
-			v.Why = faultReason(s.plan, int(h[slotStep]))
-			v.Text = "<unreadable>"
+			v.Why = s.faults[min(int(h[slotStep]), len(s.faults)-1)]
+			v.Text = textUnreadable
 		case statusUnavailable:
 			v.Why = s.plan.Root.Unavailable
-			v.Text = "<unavailable>"
+			v.Text = textUnavailable
 		default:
-			v.Why = "no entry event for this return (attached mid-call)"
-			v.Text = "<unknown>"
+			v.Why = whyNoEntry
+			v.Text = textUnknown
 		}
-		out[i] = v
+	}
+	if buf != nil {
+		buf.values = out[:cap(out)]
+		if cap(arena) > cap(buf.raw) {
+			buf.raw = arena[:0]
+		}
 	}
 	return out, nil
 }
@@ -217,9 +267,13 @@ func (l layout) decodeStack(rec []byte, pid int) *stacks.Capture {
 	return c
 }
 
-func faultReason(p *symbols.Plan, step int) string {
-	if step < len(p.Loads) {
-		return fmt.Sprintf("pointer load %d of %d faulted (NULL or unmapped)", step+1, len(p.Loads))
+// faultReasons are the reasons of a fault at each of p's pointer loads,
+// then at its final read.
+func faultReasons(p *symbols.Plan) []string {
+	out := make([]string, len(p.Loads)+1)
+	for step := range p.Loads {
+		out[step] = "pointer load " + strconv.Itoa(step+1) + " of " + strconv.Itoa(len(p.Loads)) + " faulted (NULL or unmapped)"
 	}
-	return "final read faulted (NULL or unmapped)"
+	out[len(p.Loads)] = "final read faulted (NULL or unmapped)"
+	return out
 }

@@ -58,11 +58,35 @@ func (s *Session) Read() (Event, error) {
 // event, so a reader that must queue events before they are printed
 // queues records.
 func (s *Session) ReadRecord() ([]byte, error) {
-	raw, err := s.readSample()
+	return s.ReadRecordInto(nil)
+}
+
+// ReadRecordInto is ReadRecord copying the record into buf's memory
+// when it fits (the result is then buf[:len(record)]), so that a reader
+// can recycle the records it has decoded: Decode keeps no reference to
+// the record.
+func (s *Session) ReadRecordInto(buf []byte) ([]byte, error) {
+	if s.reader == nil {
+		return nil, ErrClosed
+	}
+	// Into the session's record, with buf's memory for the time of the
+	// read: a record of its own would escape to the heap.
+	own := s.record.RawSample
+	s.record.RawSample = buf[:0]
+	err := readError(s.reader.ReadInto(&s.record))
+	raw := s.record.RawSample
+	s.record.RawSample = own
 	if err != nil {
 		return nil, err
 	}
-	return append([]byte(nil), raw...), nil
+	return raw, nil
+}
+
+// Pending is, after a read of a record, how many bytes the ring held
+// after it: while it is not 0, the next read returns without waiting for
+// records (unless those bytes are of records programs discarded).
+func (s *Session) Pending() int {
+	return s.record.Remaining
 }
 
 // MaxRecordSize is the largest record a probe of the session emits.
@@ -79,23 +103,44 @@ func (s *Session) readSample() ([]byte, error) {
 	if s.reader == nil {
 		return nil, ErrClosed
 	}
-	err := s.reader.ReadInto(&s.record)
-	if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
-		return nil, ErrClosed
-	}
-	if errors.Is(err, ringbuf.ErrFlushed) {
-		return nil, ErrFlushed
-	}
-	if err != nil {
-		return nil, err // os.ErrDeadlineExceeded among others
+	if err := readError(s.reader.ReadInto(&s.record)); err != nil {
+		return nil, err
 	}
 	return s.record.RawSample, nil
+}
+
+// readError is the error of a read of the ring, as Read returns it.
+func readError(err error) error {
+	if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		return ErrClosed
+	}
+	if errors.Is(err, ringbuf.ErrFlushed) {
+		return ErrFlushed
+	}
+	return err // nil, os.ErrDeadlineExceeded among others
 }
 
 // Decode turns a record into an Event; ok is false for a record that no
 // probe of the session emitted. Decode only reads the session's probes,
 // so it may run in another goroutine than Read.
 func (s *Session) Decode(raw []byte) (ev Event, ok bool, err error) {
+	return s.DecodeInto(raw, nil)
+}
+
+// DecodeBuffer is memory that DecodeInto reuses from one event to the
+// next; the zero value is ready to use.
+type DecodeBuffer struct {
+	values []Value
+	raw    []byte
+}
+
+// DecodeInto is Decode with the event's Values, and their Raw bytes, in
+// buf's memory (a nil buf is Decode): they are valid until the next
+// DecodeInto with buf, so a caller that is done with each event before
+// it decodes the next one need not allocate them for every event. The
+// strings and the JSON data of the values stay valid. A DecodeBuffer is
+// for one goroutine at a time.
+func (s *Session) DecodeInto(raw []byte, buf *DecodeBuffer) (ev Event, ok bool, err error) {
 	if len(raw) < headerSize {
 		return Event{}, false, nil
 	}
@@ -110,7 +155,7 @@ func (s *Session) Decode(raw []byte) (ev Event, ok bool, err error) {
 		TID:    uint32(pidTgid),
 		TimeNS: binary.LittleEndian.Uint64(raw[hdrTime:]),
 	}
-	if ev.Values, err = s.layouts[id].decode(raw); err != nil {
+	if ev.Values, err = s.layouts[id].decodeInto(raw, buf); err != nil {
 		return Event{}, false, err
 	}
 	ev.Stack = s.layouts[id].decodeStack(raw, int(ev.PID))

@@ -27,6 +27,31 @@ import (
 // is set.
 type converter struct {
 	redact *output.Redactor
+	// reuse, when set, holds the Values slice that every event reuses:
+	// for a printer that is done with an event when Event returns (text
+	// and JSON, behind the fleet's lock too), not for one that keeps it
+	// (the OTLP exporter's queue, the closes engine). Each handler has
+	// its own (see reusing).
+	reuse *[]output.Value
+}
+
+// reusing returns the converter with a Values slice of its own to reuse
+// from event to event: at the default set's rates, a fresh slice per
+// event was most of the tracer's garbage.
+func (cv converter) reusing() converter {
+	cv.reuse = new([]output.Value)
+	return cv
+}
+
+// values is the slice for an event of n values.
+func (cv converter) values(n int) []output.Value {
+	if cv.reuse == nil {
+		return make([]output.Value, n)
+	}
+	if cap(*cv.reuse) < n {
+		*cv.reuse = make([]output.Value, n)
+	}
+	return (*cv.reuse)[:n]
 }
 
 // event is one event, with its values named and shown as the script
@@ -45,7 +70,7 @@ func (cv converter) event(at time.Time, ev probes.Event, format *script.EventFor
 		Probe:    ev.Probe.Name,
 		Function: ev.Probe.Function.Symbol,
 		Clone:    ev.Probe.Function.IsClone(),
-		Values:   make([]output.Value, len(ev.Values)),
+		Values:   cv.values(len(ev.Values)),
 		Stack:    st,
 	}
 	var shown []probes.Value

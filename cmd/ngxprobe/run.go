@@ -126,6 +126,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // runHandler prints an event of a script's probes: a flip for a watch,
 // else the event with its values as the script names them.
 func runHandler(tr *tracer, program *script.Program, conv converter) func(probes.Event, *output.Stack) error {
+	if !tr.exporting {
+		conv = conv.reusing() // text and JSON are done with an event when Event returns
+	}
 	return func(ev probes.Event, st *output.Stack) error {
 		if w := program.Watch(ev.Probe); w != nil {
 			return tr.out.Flip(conv.flip(tr.wall(ev.TimeNS), ev, w.Decode(ev), st))

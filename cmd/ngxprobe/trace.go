@@ -245,6 +245,20 @@ func processAlive(pid int) bool {
 	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
 }
 
+// flushEvery is how long printed events may wait in the buffered
+// writer: the loop flushes when it has caught up with the ring, but at
+// most once per flushEvery, so that a busy trace makes one write(2) per
+// batch rather than per event; a timer flushes what the last batch left.
+const flushEvery = 10 * time.Millisecond
+
+// The records the printer is done with go back to the reader, up to
+// freeRecords of them: 1 MiB of records, more than the 512 KiB that
+// programs let pend in the default 4 MiB ring before they wake the
+// reader, which then reads them all at once.
+func freeRecords(recordSize int) int {
+	return min(maxQueued, max(16, (1<<20)/max(recordSize, 1)))
+}
+
 // run reads and prints events until ctx ends or the duration passes,
 // then detaches and drains: every hit is then either printed or counted
 // as lost. handle prints one event with its unwound stack.
@@ -258,8 +272,14 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 	defer cancel()
 	tr.watchModules(ctx, cancel)
 	records := make(chan []byte, queueLen(tr.sess.MaxRecordSize()))
+	// Decoded events refer to nothing in their record, and the handlers
+	// keep nothing of an event but what they convert from its values: a
+	// printed record's memory goes back to the reader, and the values
+	// are decoded into the same memory from one event to the next.
+	free := make(chan []byte, freeRecords(tr.sess.MaxRecordSize()))
+	var decoded probes.DecodeBuffer
 	readDone := make(chan error, 1)
-	go func() { readDone <- tr.readRecords(ctx, records) }()
+	go func() { readDone <- tr.readRecords(ctx, records, free) }()
 	var printErr error
 	var ticks <-chan time.Time
 	if tr.tick != nil {
@@ -267,35 +287,74 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 		defer ticker.Stop()
 		ticks = ticker.C
 	}
-	for {
-		var raw []byte
-		select {
-		case r, ok := <-records:
-			if !ok {
-				records = nil
-				break
-			}
-			raw = r
-		case now := <-ticks:
-			// Only once the queue is drained: while records wait, the
-			// time since an incident's last event says nothing about
-			// what is still to come for it.
-			if printErr == nil && len(records) == 0 {
-				if printErr = tr.tick(now); printErr == nil {
-					printErr = tr.buffered.Flush()
-				}
-			}
-			continue
+	// flushTimer runs while printed events wait in the writer for
+	// flushEvery to pass; flushes is its channel then, nil otherwise.
+	flushTimer := time.NewTimer(time.Hour)
+	flushTimer.Stop()
+	defer flushTimer.Stop()
+	var flushes <-chan time.Time
+	var lastFlush time.Time
+	flush := func(now time.Time) error {
+		lastFlush = now
+		if flushes != nil {
+			flushTimer.Stop()
+			flushes = nil
 		}
-		if records == nil {
+		return tr.buffered.Flush()
+	}
+	for {
+		// A record waiting is taken without the select below, which
+		// locks every channel it waits on: the ticks do nothing while
+		// records wait, and the writer flushes itself when full.
+		var raw []byte
+		open, got := true, false
+		select {
+		case raw, open = <-records:
+			got = true
+		default:
+		}
+		if !got {
+			select {
+			case raw, open = <-records:
+			case now := <-ticks:
+				// Only once the queue is drained: while records wait, the
+				// time since an incident's last event says nothing about
+				// what is still to come for it.
+				if printErr == nil && len(records) == 0 {
+					if printErr = tr.tick(now); printErr == nil {
+						printErr = flush(now)
+					}
+				}
+				continue
+			case now := <-flushes:
+				flushes = nil
+				if printErr == nil {
+					printErr = flush(now)
+				}
+				continue
+			}
+		}
+		if !open {
 			break
 		}
 		if printErr != nil {
 			continue // drain, so that the reader can finish
 		}
-		printErr = tr.print(raw, handle)
+		printErr = tr.print(raw, &decoded, handle)
+		select {
+		case free <- raw:
+		default:
+		}
 		if printErr == nil && len(records) == 0 {
-			printErr = tr.buffered.Flush() // caught up: show what we have
+			// Caught up: show what we have, now or, when the last
+			// flush was recent, once flushEvery has passed since.
+			now := time.Now()
+			if wait := flushEvery - now.Sub(lastFlush); wait <= 0 {
+				printErr = flush(now)
+			} else if flushes == nil && tr.buffered.Buffered() > 0 {
+				flushTimer.Reset(wait)
+				flushes = flushTimer.C
+			}
 		}
 		if printErr != nil {
 			cancel()
@@ -310,8 +369,12 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 	return tr.buffered.Flush()
 }
 
-func (tr *tracer) print(raw []byte, handle func(probes.Event, *output.Stack) error) error {
-	ev, ok, err := tr.sess.Decode(raw)
+// print decodes a record, with its values in buf's memory, and hands the
+// event to handle: the handlers convert what they keep (the closes
+// engine, the OTLP exporter keep output events), so the next record is
+// decoded into the same memory.
+func (tr *tracer) print(raw []byte, buf *probes.DecodeBuffer, handle func(probes.Event, *output.Stack) error) error {
+	ev, ok, err := tr.sess.DecodeInto(raw, buf)
 	if err != nil || !ok {
 		return err
 	}
@@ -328,12 +391,35 @@ func (tr *tracer) print(raw []byte, handle func(probes.Event, *output.Stack) err
 }
 
 // readRecords moves records from the ring to out until ctx ends, then
-// detaches and drains the ring with a flush.
-func (tr *tracer) readRecords(ctx context.Context, out chan<- []byte) error {
+// detaches and drains the ring with a flush. It copies them into the
+// memory of the records the printer sends back on free.
+func (tr *tracer) readRecords(ctx context.Context, out chan<- []byte, free <-chan []byte) error {
 	defer close(out)
+	// buf is the memory the next record goes to, nil for new memory.
+	var buf []byte
+	read := func() ([]byte, error) {
+		if buf == nil {
+			select {
+			case buf = <-free:
+			default:
+			}
+		}
+		raw, err := tr.sess.ReadRecordInto(buf)
+		if err == nil {
+			buf = nil
+		}
+		return raw, err
+	}
+	// The deadline bounds the wait for records, so it is set only when
+	// the next read may wait: after a read that left the ring empty, or
+	// one that did not return a record.
+	wait := true
 	for ctx.Err() == nil {
-		tr.sess.SetDeadline(time.Now().Add(pollInterval))
-		raw, err := tr.sess.ReadRecord()
+		if wait || tr.sess.Pending() == 0 {
+			tr.sess.SetDeadline(time.Now().Add(pollInterval))
+		}
+		raw, err := read()
+		wait = err != nil
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
@@ -350,7 +436,7 @@ func (tr *tracer) readRecords(ctx context.Context, out chan<- []byte) error {
 		return fmt.Errorf("drain the ring buffer: %w", err)
 	}
 	for {
-		raw, err := tr.sess.ReadRecord()
+		raw, err := read()
 		switch {
 		case errors.Is(err, probes.ErrFlushed):
 			return nil
