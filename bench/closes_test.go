@@ -103,6 +103,26 @@ func BenchmarkCloses(b *testing.B) {
 		{"proxy keepalive", "/proxy", ""},
 		{"proxy close", "/proxy", "Connection: close"},
 	}
+	// VARIANTS and LOADS (regular expressions) run a subset; the baseline
+	// always runs.
+	if re := os.Getenv("VARIANTS"); re != "" {
+		keep := variants[:1]
+		for _, v := range variants[1:] {
+			if regexp.MustCompile(re).MatchString(v.name) {
+				keep = append(keep, v)
+			}
+		}
+		variants = keep
+	}
+	if re := os.Getenv("LOADS"); re != "" {
+		var keep = loads[:0]
+		for _, l := range loads {
+			if regexp.MustCompile(re).MatchString(l.name) {
+				keep = append(keep, l)
+			}
+		}
+		loads = keep
+	}
 	for i := 0; i < b.N; i++ {
 		for range runs {
 			for _, l := range loads {
@@ -123,8 +143,8 @@ func BenchmarkCloses(b *testing.B) {
 						cpu[k] = append(cpu[k], secs/(r*float64(duration))*100000)
 					}
 					out := stop()
-					if m := regexp.MustCompile(`detached; (\d+) hits`).FindStringSubmatch(out); m != nil {
-						n, _ := strconv.ParseFloat(m[1], 64)
+					if m := regexp.MustCompile(`detached; (\d+) hits|"summary":\{"hits":(\d+)`).FindStringSubmatch(out); m != nil {
+						n, _ := strconv.ParseFloat(m[1]+m[2], 64)
 						hits[k] = append(hits[k], n/(r*float64(duration))*100000)
 					}
 				}

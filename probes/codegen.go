@@ -218,6 +218,9 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 	}
 	if p.where != nil {
 		matched := e.label("matched")
+		if err := e.hoistFilterPrefixes(p, p.where); err != nil {
+			return nil, err
+		}
 		if err := e.cond(p, p.where, matched, "filtered"); err != nil {
 			return nil, err
 		}

@@ -143,10 +143,16 @@ func (e *emitter) operand(p program, o Operand, slot int16, fault string) error 
 		return nil
 	}
 	plan := o.Plan
-	if _, err := e.root(p, plan, fault); err != nil {
-		return err
+	from := 0
+	if plan.Root.Unavailable == "" {
+		from = e.cachedBase(plan, fault)
 	}
-	for _, off := range plan.Loads {
+	if from == 0 {
+		if _, err := e.root(p, plan, fault); err != nil {
+			return err
+		}
+	}
+	for _, off := range plan.Loads[from:] {
 		e.readTo(asm.RFP, slot, 8, off, fault)
 		e.emit(asm.LoadMem(regBase, asm.RFP, slot, asm.DWord))
 	}

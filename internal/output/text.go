@@ -371,7 +371,12 @@ func (p *Text) Summary(s Summary) error {
 	hits, events, lost := s.Totals()
 	fmt.Fprintf(&b, "ngxprobe: detached; %d hits, %d events, %d lost\n", hits, events, lost)
 	for _, c := range s.Probes {
-		fmt.Fprintf(&b, "  %-42s %-44s hits %d, events %d, lost %d\n", Escape(c.Probe), Escape(c.Function), c.Hits, c.Events, c.Lost)
+		fmt.Fprintf(&b, "  %-42s %-44s hits %d, events %d, lost %d", Escape(c.Probe), Escape(c.Function), c.Hits, c.Events, c.Lost)
+		if quiet := int64(c.Hits) - int64(c.Events) - int64(c.Lost); quiet > 0 && c.Events+c.Lost > 0 {
+			// A filter's drops: the default set's healthy traffic.
+			fmt.Fprintf(&b, " (%d printed nothing)", quiet)
+		}
+		b.WriteByte('\n')
 	}
 	_, err := io.WriteString(p.W, b.String())
 	return err
