@@ -151,9 +151,13 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 	case groupStream:
 		in.stream = &ev
 	case groupError:
-		in.errors = append(in.errors, ev)
+		if len(in.errors) < maxKept {
+			in.errors = append(in.errors, ev)
+		}
 	case groupLog:
-		in.logs = append(in.logs, ev)
+		if len(in.logs) < maxKept {
+			in.logs = append(in.logs, ev)
+		}
 	}
 	if g == groupClose || g == groupStream {
 		// The connection is gone: nothing more will come for it.
@@ -166,6 +170,10 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 // MaxPending bounds the incidents waiting for more events: past it, the
 // oldest is explained with what it has.
 const MaxPending = 65536
+
+// maxKept bounds the socket errors and error-log lines one incident
+// keeps: a long-lived connection failing often keeps the first ones.
+const maxKept = 16
 
 func (e *Engine) flushOldest() []output.Verdict {
 	var oldest *incident
@@ -386,7 +394,19 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 			v.ErrorLog = logText(l)
 		}
 	}
+	// The strongest evidence first: a request nginx ended on the client's
+	// or its own account (499, 408, 444) over an upstream failure before
+	// it (a retry the client did not wait for); an upstream failure over
+	// the close it led to; a decision nginx logged over a close that
+	// looks healthy.
+	termRC := int64(0)
+	if in.term != nil {
+		termRC = num(*in.term, groupTerminate, "rc")
+	}
 	switch {
+	case in.term != nil && in.next != nil && (termRC == 499 || termRC == 408 || termRC == 444):
+		primary = in.term
+		e.terminated(in, &v, limit)
 	case in.next != nil:
 		primary = in.next
 		e.upstreamBefore(in, &v)
@@ -396,7 +416,7 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	case in.term != nil:
 		primary = in.term
 		e.terminated(in, &v, limit)
-	case in.close != nil:
+	case in.close != nil && limit == "" && e.upstreamLog(in) == nil:
 		primary = in.close
 		if !e.closed(in, &v) {
 			return nil
@@ -587,6 +607,13 @@ func (e *Engine) upstreamBefore(in *incident, v *output.Verdict) {
 	default:
 		v.Cause = CauseSocketError
 		v.Summary = "upstream failed " + phaseWhile(v.Phase)
+	}
+	if num(x, groupNext, "tries") > 1 && num(x, groupNext, "next_upstream")&ft != 0 {
+		// Not the last try: nginx went on to the next server, whose
+		// answer is not known here.
+		v.Status = 0
+		v.Summary += "; nginx tried the next upstream server"
+		return
 	}
 	v.Summary += fmt.Sprintf("; nginx answered %d", v.Status)
 }

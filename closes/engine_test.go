@@ -111,3 +111,32 @@ func TestLogFormatShown(t *testing.T) {
 		t.Errorf("logText = %q, want %q", got, want)
 	}
 }
+
+// The strongest evidence wins: a limit_req line over a close that looks
+// healthy (lingering), a 499 over the upstream failure before it, and a
+// failed try that nginx retries claims no status.
+func TestEvidenceOrder(t *testing.T) {
+	lingering := func(uint32, uint64) string { return "ngx_http_lingering_close_handler" }
+	e := &Engine{Symbolize: lingering}
+	e.Add(ev(t0, "log", "conn", int64(5), "log", "fmt", "limiting requests%s, excess: %ui.%03ui by zone \"%V\""))
+	vs := e.Add(ev(t0, "close", "conn", int64(5), "close", "rh", output.Pointer(0x10), "close read", "eof", int64(1)))
+	if len(vs) != 1 || vs[0].Cause != CauseLimitReq {
+		t.Errorf("limit_req then a lingering close: %+v", vs)
+	}
+
+	e = &Engine{}
+	e.Add(ev(t0, "next", "ft_type", int64(ftTimeout), "next", "conn", int64(9), "next", "uconn", int64(10), "next", "tries", int64(1)))
+	e.Add(ev(t0, "terminate", "rc", int64(499), "terminate", "conn", int64(9)))
+	vs = e.Add(ev(t0, "close", "conn", int64(9), "close", "error", int64(1), "close read", "eof", int64(1)))
+	if len(vs) != 1 || vs[0].Initiator != Client || vs[0].Status != 499 {
+		t.Errorf("an upstream timeout, then the client gave up: %+v", vs)
+	}
+
+	e = &Engine{}
+	e.Add(ev(t0, "next", "ft_type", int64(ftError), "next", "conn", int64(11), "next", "uconn", int64(12), "next", "tries", int64(2),
+		"next", "next_upstream", int64(ftError|ftTimeout), "next peer", "eof", int64(1)))
+	vs = e.Flush(t0.Add(time.Hour), true)
+	if len(vs) != 1 || vs[0].Status != 0 || !strings.Contains(vs[0].Summary, "next upstream") {
+		t.Errorf("a try nginx retries: %+v", vs)
+	}
+}

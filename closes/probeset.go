@@ -48,7 +48,7 @@ ngx_connection_error {
 	stack
 }
 ngx_http_upstream_next {
-	print("next", ft_type, conn = r->connection->number, client = r->connection->addr_text, uconn = u->peer.connection->number, peer = u->peer.name[0], request_sent = u->request_sent, method = r->method_name, uri = r->uri)
+	print("next", ft_type, conn = r->connection->number, client = r->connection->addr_text, uconn = u->peer.connection->number, peer = u->peer.name[0], request_sent = u->request_sent, tries = u->peer.tries, next_upstream = u->conf->next_upstream, method = r->method_name, uri = r->uri)
 	print("next handlers", rh = u->read_event_handler, wh = u->write_event_handler)
 	print("next peer", eof = u->peer.connection->read->eof, error = u->peer.connection->read->error, rtimedout = u->peer.connection->read->timedout, wtimedout = u->peer.connection->write->timedout)
 	stack

@@ -83,7 +83,8 @@ func (cv converter) event(at time.Time, ev probes.Event, format *script.EventFor
 		// and a whole struct stored there costs a bulk write barrier
 		// while the GC runs.
 		ov := &out.Values[i]
-		ov.Name = v.Expr
+		// Every field is set: a reused slice holds the last event's.
+		ov.Name, ov.Group, ov.Hidden, ov.Display = v.Expr, "", false, output.Plain
 		display := script.Plain
 		if format != nil && i < len(format.Values) {
 			vf := &format.Values[i]

@@ -59,6 +59,36 @@ func TestEventOutput(t *testing.T) {
 	}
 }
 
+// A converter that reuses its Values slice leaves nothing of one event in
+// the next: a later probe's plain value is not shown as the earlier
+// one's *N, role, group or hidden value.
+func TestEventOutputReused(t *testing.T) {
+	p := &probes.Probe{Name: "f", Function: &symbols.Function{Name: "f", Symbol: "f"}}
+	cv := converter{}.reusing()
+	first := probes.Event{Probe: p, Values: []probes.Value{
+		{Expr: "c->number", Readable: true, Text: "3", JSON: uint64(3)},
+		{Expr: "c->listening", Readable: true, Text: "0x55d0", JSON: symbols.Pointer(0x55d0)},
+	}}
+	cv.event(time.Unix(1, 0), first, &script.EventFormat{Values: []script.ValueFormat{
+		{Name: "conn", Group: "client", Display: script.Connection},
+		{Name: "role", Group: "client", Display: script.Role, Hidden: true},
+	}}, nil)
+	second := probes.Event{Probe: p, Values: []probes.Value{
+		{Expr: "rc", Readable: true, Text: "0", JSON: int64(0)},
+		{Expr: "status", Readable: true, Text: "200", JSON: int64(200)},
+	}}
+	out := cv.event(time.Unix(2, 0), second, nil, nil)
+	want := []output.Value{
+		{Name: "rc", Expr: "rc", Readable: true, Text: "0", Data: int64(0)},
+		{Name: "status", Expr: "status", Readable: true, Text: "200", Data: int64(200)},
+	}
+	for i := range want {
+		if out.Values[i] != want[i] {
+			t.Errorf("value %d after another event:\n got %+v\nwant %+v", i, out.Values[i], want[i])
+		}
+	}
+}
+
 // A key that is the builtin probe is shown by the probe's name.
 func TestAggregatesOutput(t *testing.T) {
 	agg := &script.Aggregation{Aggregation: &probes.Aggregation{Name: "hits", Func: "count"}, KeyNames: []string{"probe", "rc"}, ProbeKey: []bool{true, false}, ProbeNames: []string{"a", "b%return"}}

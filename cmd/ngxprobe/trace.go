@@ -324,12 +324,17 @@ func (tr *tracer) run(ctx context.Context, duration time.Duration, handle func(p
 					if printErr = tr.tick(now); printErr == nil {
 						printErr = flush(now)
 					}
+					if printErr != nil {
+						cancel() // as a failed print does: stop, and drain
+					}
 				}
 				continue
 			case now := <-flushes:
 				flushes = nil
 				if printErr == nil {
-					printErr = flush(now)
+					if printErr = flush(now); printErr != nil {
+						cancel()
+					}
 				}
 				continue
 			}
