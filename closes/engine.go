@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ngxprobe/ngxprobe/internal/output"
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 // DefaultQuiet is how long an incident whose client connection lives on
@@ -55,7 +56,6 @@ type incident struct {
 // event is an output.Event with its values by group and name.
 type event struct {
 	output.Event
-	group string
 }
 
 func (e event) value(group, name string) (output.Value, bool) {
@@ -269,13 +269,6 @@ func healthyKind(idle, eof, timedout bool) string {
 	return HealthyAfterResponse
 }
 
-// base strips GCC clone suffixes: ngx_http_close_request.isra.0.
-func base(name string) string {
-	if i := strings.IndexByte(name, '.'); i > 0 {
-		return name[:i]
-	}
-	return name
-}
 
 func (e *Engine) handler(ev output.Event, group, name string) string {
 	if e.Symbolize == nil {
@@ -289,7 +282,7 @@ func (e *Engine) handler(ev output.Event, group, name string) string {
 	if !ok || p == 0 {
 		return ""
 	}
-	return base(e.Symbolize(ev.PID, uint64(p)))
+	return symbols.BaseName(e.Symbolize(ev.PID, uint64(p)))
 }
 
 // phaseOf names what a connection was doing from its event handler.
@@ -399,6 +392,7 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	// it (a retry the client did not wait for); an upstream failure over
 	// the close it led to; a decision nginx logged over a close that
 	// looks healthy.
+	upLog := upstreamLog(in)
 	termRC := int64(0)
 	if in.term != nil {
 		termRC = num(*in.term, groupTerminate, "rc")
@@ -416,7 +410,7 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	case in.term != nil:
 		primary = in.term
 		e.terminated(in, &v, limit)
-	case in.close != nil && limit == "" && e.upstreamLog(in) == nil:
+	case in.close != nil && limit == "" && upLog == nil:
 		primary = in.close
 		if !e.closed(in, &v) {
 			return nil
@@ -429,8 +423,8 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 			v.Status = 503
 		}
 		v.Summary = fmt.Sprintf("nginx refused the request (%s)", limit)
-	case e.upstreamLog(in) != nil:
-		primary = e.upstreamLog(in)
+	case upLog != nil:
+		primary = upLog
 		e.logRequest(*primary, &v)
 		v.Side, v.Initiator, v.Cause = Upstream, Upstream, CauseFIN
 		v.Peer = str(*primary, "log request", "peer")
@@ -454,13 +448,13 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	v.Time = primary.Time
 	v.Stack = primary.Stack
 	v.DecidedAt, v.Via = decided(primary.Stack)
-	if v.DecidedAt == nil || dispatch[base(v.DecidedAt.Symbol)] {
+	if v.DecidedAt == nil || dispatch[symbols.BaseName(v.DecidedAt.Symbol)] {
 		// The handler that decided returned, or tail-called the close:
 		// name it from the event handler that was running.
 		if h := e.decidingHandler(in, primary); h != "" {
 			via := ""
 			if v.DecidedAt != nil {
-				via = base(v.DecidedAt.Symbol)
+				via = symbols.BaseName(v.DecidedAt.Symbol)
 			}
 			v.DecidedAt, v.Via = &output.Frame{Symbol: h}, via
 		}
@@ -494,7 +488,7 @@ func logText(l output.Event) string {
 // connection" line, which is all nginx leaves of an upstream FIN after
 // the response header was sent: it ends the response and closes the
 // client connection as if the response were complete.
-func (e *Engine) upstreamLog(in *incident) *output.Event {
+func upstreamLog(in *incident) *output.Event {
 	for i, l := range in.logs {
 		if strings.HasPrefix(str(l, groupLog, "fmt"), "upstream prematurely closed connection") {
 			return &in.logs[i]
@@ -924,14 +918,14 @@ func decided(st *output.Stack) (*output.Frame, string) {
 		return nil, ""
 	}
 	for i, f := range st.Frames {
-		if f.Lua != nil || f.Symbol == "" || machinery[base(f.Symbol)] {
+		if f.Lua != nil || f.Symbol == "" || machinery[symbols.BaseName(f.Symbol)] {
 			continue
 		}
 		d := f
 		via := ""
 		for _, g := range st.Frames[i+1:] {
 			if g.Symbol != "" && g.Lua == nil {
-				via = base(g.Symbol)
+				via = symbols.BaseName(g.Symbol)
 				break
 			}
 		}
