@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -203,7 +204,9 @@ func wrkFor(b *testing.B, url, header string, seconds int) float64 {
 func toolBinary(b *testing.B, name string) string {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), name)
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/ngxprobe/ngxprobe/bench/"+name).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ngxprobe/ngxprobe/bench/"+name).CombinedOutput()
 	if err != nil {
 		b.Fatalf("go build %s: %v\n%s", name, err, out)
 	}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -211,14 +210,7 @@ func (w *headWriter) String() string {
 // emptyprobeBinary builds the floor's probe.
 func emptyprobeBinary(b *testing.B) string {
 	b.Helper()
-	bin := filepath.Join(b.TempDir(), "emptyprobe")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ngxprobe/ngxprobe/bench/emptyprobe").CombinedOutput()
-	if err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return toolBinary(b, "emptyprobe")
 }
 
 func median(xs []float64) float64 {
@@ -350,16 +342,7 @@ func BenchmarkLuaExamplesThroughput(b *testing.B) {
 // requests per second.
 func wrk(b *testing.B, url string) float64 {
 	b.Helper()
-	out, err := exec.Command("wrk", "-t1", "-c16", "-d5s", "-H", "X-Api-Key: k1", url).CombinedOutput()
-	if err != nil {
-		b.Fatalf("wrk: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindSubmatch(out)
-	if m == nil || strings.Contains(string(out), "Non-2xx") {
-		b.Fatalf("wrk %s: %s", url, out)
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return wrkFor(b, url, "X-Api-Key: k1", 5)
 }
 
 // cpuTicks is a process's user and system CPU, in clock ticks.

@@ -286,61 +286,41 @@ func (o *fleetOutput) originOf(pid uint32) *output.Origin {
 	return o.origin(master)
 }
 
-func (o *fleetOutput) Event(ev output.Event) error {
+// print writes through the shared printer, under its lock, and flushes:
+// the tracers of the fleet's executables print concurrently.
+func (o *fleetOutput) print(write func() error) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	ev.Origin = o.originOf(ev.PID)
-	if err := o.p.Event(ev); err != nil {
+	if err := write(); err != nil {
 		return err
 	}
 	return o.w.Flush()
+}
+
+func (o *fleetOutput) Event(ev output.Event) error {
+	return o.print(func() error { ev.Origin = o.originOf(ev.PID); return o.p.Event(ev) })
 }
 
 func (o *fleetOutput) Flip(fl output.Flip) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	fl.Origin = o.originOf(fl.PID)
-	if err := o.p.Flip(fl); err != nil {
-		return err
-	}
-	return o.w.Flush()
+	return o.print(func() error { fl.Origin = o.originOf(fl.PID); return o.p.Flip(fl) })
 }
 
 func (o *fleetOutput) Aggregates(aggs []output.Aggregate) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := o.p.Aggregates(aggs); err != nil {
-		return err
-	}
-	return o.w.Flush()
+	return o.print(func() error { return o.p.Aggregates(aggs) })
 }
 
 func (o *fleetOutput) Summary(s output.Summary) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := o.p.Summary(s); err != nil {
-		return err
-	}
-	return o.w.Flush()
+	return o.print(func() error { return o.p.Summary(s) })
 }
 
+// Verdict and Closes need a printer that prints verdicts: every one
+// -o makes does (output.VerdictPrinter's assertions, otlp's).
 func (o *fleetOutput) Verdict(v output.Verdict) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	v.Origin = o.originOf(v.PID)
-	if err := o.p.(output.VerdictPrinter).Verdict(v); err != nil {
-		return err
-	}
-	return o.w.Flush()
+	return o.print(func() error { v.Origin = o.originOf(v.PID); return o.p.(output.VerdictPrinter).Verdict(v) })
 }
 
 func (o *fleetOutput) Closes(c output.Closes) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := o.p.(output.VerdictPrinter).Closes(c); err != nil {
-		return err
-	}
-	return o.w.Flush()
+	return o.print(func() error { return o.p.(output.VerdictPrinter).Closes(c) })
 }
 
 // closes prints through the fleet's printer too.
