@@ -269,7 +269,6 @@ func healthyKind(idle, eof, timedout bool) string {
 	return HealthyAfterResponse
 }
 
-
 func (e *Engine) handler(ev output.Event, group, name string) string {
 	if e.Symbolize == nil {
 		return ""
