@@ -32,6 +32,10 @@ type Engine struct {
 	pending  map[incidentKey]*incident
 	healthy  map[string]uint64
 	verdicts uint64
+	// countedTwice: tunnels the upstream ended, whose client close the
+	// kernel counted healthy (no flag said otherwise) and the engine
+	// explained; Healthy takes them back out of the kernel's count.
+	countedTwice uint64
 }
 
 type incidentKey struct {
@@ -49,6 +53,7 @@ type incident struct {
 	next   *output.Event
 	h2     *output.Event
 	stream *output.Event
+	tunnel *output.Event
 	errors []output.Event
 	logs   []output.Event
 }
@@ -123,7 +128,7 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		if conn == 0 {
 			return nil // not about a connection (a config or cycle message)
 		}
-	case groupClose, groupTerminate, groupNext, groupH2Reset, groupStream:
+	case groupClose, groupTerminate, groupNext, groupH2Reset, groupStream, groupTunnel:
 		conn = uint64(num(ev, g, "conn"))
 	default:
 		return nil
@@ -150,6 +155,8 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		in.h2 = &ev
 	case groupStream:
 		in.stream = &ev
+	case groupTunnel:
+		in.tunnel = &ev
 	case groupError:
 		if len(in.errors) < maxKept {
 			in.errors = append(in.errors, ev)
@@ -226,6 +233,9 @@ func (e *Engine) Healthy(agg *output.Aggregate) []output.HealthyCount {
 			idle, eof, timedout := keyBit(r.Keys[0]), keyBit(r.Keys[1]), keyBit(r.Keys[2])
 			counts[healthyKind(idle, eof, timedout)] += uint64(r.Count)
 		}
+		if n := counts[HealthyAfterResponse]; n >= e.countedTwice {
+			counts[HealthyAfterResponse] = n - e.countedTwice
+		}
 	}
 	var out []output.HealthyCount
 	for k, n := range counts {
@@ -253,6 +263,8 @@ const (
 	HealthyIdleClosed       = "idle_closed_by_nginx"
 	HealthyAfterResponse    = "closed_after_response"
 	HealthyLingering        = "lingering_close"
+	// A websocket (upgraded) tunnel the client closed: how tunnels end.
+	HealthyTunnelClosed = "tunnel_closed_by_client"
 )
 
 func healthyKind(idle, eof, timedout bool) string {
@@ -409,6 +421,14 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	case in.term != nil:
 		primary = in.term
 		e.terminated(in, &v, limit)
+	case in.tunnel != nil:
+		primary = in.tunnel
+		if !e.tunneled(in, &v) {
+			return nil
+		}
+		if in.close == nil {
+			e.countedTwice++
+		}
 	case in.close != nil && limit == "" && upLog == nil:
 		primary = in.close
 		if !e.closed(in, &v) {
@@ -798,6 +818,59 @@ func (e *Engine) closed(in *incident, v *output.Verdict) bool {
 	default:
 		v.Initiator, v.Cause = Client, CauseSocketError
 		v.Summary = "the connection failed " + phaseWhile(phase)
+	}
+	return true
+}
+
+// tunneled explains an upgraded (websocket) tunnel's end, seen where
+// ngx_http_upstream_process_upgraded finalizes it: which side's flags
+// ended it, or the socket error one side got. It returns false for a
+// tunnel the client closed, which is how tunnels end.
+func (e *Engine) tunneled(in *incident, v *output.Verdict) bool {
+	t := *in.tunnel
+	g := groupTunnel
+	v.Phase = PhaseTunnel
+	v.Method, v.URI, v.Status = str(t, g, "method"), str(t, g, "uri"), int(num(t, g, "status"))
+	v.PeerConn = uint64(num(t, g, "uconn"))
+	clientPeer, upstreamPeer := str(t, g, "client"), str(t, g, "peer")
+	v.Peer = clientPeer
+	upstreamSide := func() { v.Side, v.Initiator, v.Peer = Upstream, Upstream, upstreamPeer }
+	clientErr, clientText := errnoOf(in, in.key.conn)
+	upErr, upText := errnoOf(in, v.PeerConn)
+	switch {
+	case upErr != 0:
+		upstreamSide()
+		v.Errno, v.Cause = upErr, errnoCause(upErr)
+		v.Summary = "upstream connection failed: " + failed(upText, upErr) + " " + phaseWhile(PhaseTunnel)
+		if v.Cause == CauseRST {
+			v.Summary = "upstream sent RST " + phaseWhile(PhaseTunnel)
+		}
+	case num(t, "tunnel upstream", "rtimedout") != 0 || num(t, "tunnel upstream", "wtimedout") != 0:
+		upstreamSide()
+		v.Cause = CauseTimeout
+		v.Summary = "upstream was silent too long " + phaseWhile(PhaseTunnel) + " (proxy_read_timeout or proxy_send_timeout)"
+	case clientErr != 0:
+		v.Initiator, v.Errno, v.Cause = Client, clientErr, errnoCause(clientErr)
+		v.Summary = "client connection failed: " + failed(clientText, clientErr) + " " + phaseWhile(PhaseTunnel)
+		if v.Cause == CauseRST {
+			v.Summary = "client sent RST " + phaseWhile(PhaseTunnel)
+		}
+	case num(t, "tunnel client", "timedout") != 0:
+		v.Initiator, v.Cause = Client, CauseTimeout
+		v.Summary = "client stopped reading " + phaseWhile(PhaseTunnel) + " (send_timeout)"
+	case num(t, "tunnel client", "eof") != 0 && !e.All:
+		e.healthy[HealthyTunnelClosed]++
+		return false
+	case num(t, "tunnel client", "eof") != 0:
+		v.Initiator, v.Cause = Client, CauseFIN
+		v.Summary = "client closed the tunnel (FIN); nginx closed the upstream connection"
+	case num(t, "tunnel upstream", "eof") != 0:
+		upstreamSide()
+		v.Cause = CauseFIN
+		v.Summary = "upstream closed the upgraded (websocket) tunnel (FIN); nginx closed the client connection"
+	default:
+		v.Initiator, v.Cause = Nginx, CauseHandlerError
+		v.Summary = "nginx ended the tunnel (an error of its own, e.g. out of memory or a failed event operation)"
 	}
 	return true
 }

@@ -140,3 +140,37 @@ func TestEvidenceOrder(t *testing.T) {
 		t.Errorf("a try nginx retries: %+v", vs)
 	}
 }
+
+// A tunnel's end: the backend's FIN is a verdict, its client close the
+// kernel counted healthy is taken back out of that count; a tunnel the
+// client closed is healthy.
+func TestTunnelEnds(t *testing.T) {
+	e := &Engine{}
+	tunnel := func(conn, uconn int64, clientEOF, upstreamEOF int64) output.Event {
+		return ev(t0, "tunnel", "conn", conn, "tunnel", "uconn", uconn, "tunnel", "client", "203.0.113.7", "tunnel", "peer", "127.0.0.1:9001",
+			"tunnel", "method", "GET", "tunnel", "uri", "/ws", "tunnel", "status", int64(101),
+			"tunnel client", "eof", clientEOF, "tunnel upstream", "eof", upstreamEOF)
+	}
+	e.Add(tunnel(3, 4, 0, 1))
+	vs := e.Flush(t0.Add(DefaultQuiet), false)
+	if len(vs) != 1 {
+		t.Fatalf("%d verdicts for a backend's FIN, want 1", len(vs))
+	}
+	v := vs[0]
+	if v.Conn != 3 || v.PeerConn != 4 || v.Side != Upstream || v.Initiator != Upstream || v.Cause != CauseFIN || v.Phase != PhaseTunnel || v.Status != 101 || v.Peer != "127.0.0.1:9001" {
+		t.Errorf("verdict %+v", v)
+	}
+	// The client closes the next tunnel: its close event (eof) ends it.
+	e.Add(tunnel(5, 6, 1, 0))
+	if vs := e.Add(ev(t0, "close", "conn", int64(5), "close read", "eof", int64(1))); len(vs) != 0 {
+		t.Errorf("a verdict for a tunnel the client closed: %+v", vs)
+	}
+	kernel := &output.Aggregate{Rows: []output.AggregateRow{{Keys: []output.Key{{Data: int64(0)}, {Data: int64(0)}, {Data: int64(0)}}, Count: 10}}}
+	got := map[string]uint64{}
+	for _, h := range e.Healthy(kernel) {
+		got[h.Kind] = h.Count
+	}
+	if got[HealthyTunnelClosed] != 1 || got[HealthyAfterResponse] != 9 {
+		t.Errorf("healthy %v: want 1 %s and 9 of the kernel's 10 %s (one was the explained tunnel)", got, HealthyTunnelClosed, HealthyAfterResponse)
+	}
+}

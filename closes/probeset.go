@@ -1,6 +1,12 @@
 package closes
 
-import "strings"
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ngxprobe/ngxprobe/symbols"
+)
 
 // Name is the probe set's name in messages (file:line:col).
 const Name = "closes.ngxp"
@@ -15,6 +21,7 @@ const (
 	groupLog       = "log"
 	groupH2Reset   = "h2 rst"
 	groupStream    = "stream"
+	groupTunnel    = "tunnel"
 )
 
 // HealthyAggregation is the aggregation that counts healthy closes in the
@@ -73,10 +80,24 @@ ngx_stream_finalize_session / rc != 200 / {
 }
 `
 
+// tunnel runs where a websocket (or any upgraded) tunnel ends: the calls
+// from ngx_http_upstream_process_upgraded to
+// ngx_http_upstream_finalize_request, once per tunnel, never per frame.
+// %s is the call sites' probe points (TunnelEnds).
+const tunnel = `
+%s {
+	print("tunnel", conn = r->connection->number, client = r->connection->addr_text, uconn = r->upstream->peer.connection->number, peer = r->upstream->peer.name[0], method = r->method_name, uri = r->uri, status = r->headers_out.status)
+	print("tunnel client", eof = r->connection->read->eof, error = r->connection->read->error, timedout = r->connection->write->timedout)
+	print("tunnel upstream", eof = r->upstream->peer.connection->read->eof, error = r->upstream->peer.connection->read->error, rtimedout = r->upstream->peer.connection->read->timedout, wtimedout = r->upstream->peer.connection->write->timedout)
+	stack
+}
+`
+
 // ProbeSet returns the probe-set script for an nginx that has the
 // functions has reports: the HTTP/2 and stream parts only where nginx
-// was built (or loads modules) with them.
-func ProbeSet(has func(string) bool) string {
+// was built (or loads modules) with them, the tunnel part at
+// tunnelEnds (TunnelEnds), none when it is empty.
+func ProbeSet(has func(string) bool, tunnelEnds []string) string {
 	var b strings.Builder
 	h2 := ""
 	if has("ngx_http_v2_state_rst_stream") {
@@ -89,5 +110,47 @@ func ProbeSet(has func(string) bool) string {
 	if has("ngx_stream_finalize_session") {
 		b.WriteString(stream)
 	}
+	if len(tunnelEnds) > 0 {
+		b.WriteString(strings.Replace(tunnel, "%s", strings.Join(tunnelEnds, ", "), 1))
+	}
 	return b.String()
+}
+
+// TunnelEnds returns the probe points where nginx ends an upgraded
+// tunnel: every call and tail jump from ngx_http_upstream_process_upgraded
+// to ngx_http_upstream_finalize_request, found by decoding the former's
+// code (symbols.CallsTo). GCC merges the function's several finalize
+// calls into one shared jump, and a line number would hold only for one
+// nginx version; the call itself holds for all. None, with no error,
+// when nginx has no upstream module; an error says why the tunnel's end
+// cannot be watched (its verdicts are then missing, not wrong).
+func TunnelEnds(img *symbols.Image) ([]string, error) {
+	const caller, callee = "ngx_http_upstream_process_upgraded", "ngx_http_upstream_finalize_request"
+	if !img.HasFunction(caller) {
+		return nil, nil
+	}
+	callers, err := img.Lookup(caller)
+	if err != nil {
+		return nil, err
+	}
+	callees, err := img.Lookup(callee)
+	if err != nil {
+		return nil, err
+	}
+	var points []string
+	var errs []error
+	for _, fn := range callers {
+		sites, err := symbols.CallsTo(fn, callees)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, s := range sites {
+			points = append(points, s.Point())
+		}
+	}
+	if len(points) == 0 {
+		return nil, errors.Join(append(errs, fmt.Errorf("no call from %s to %s found: tunnels' ends are not watched", caller, callee))...)
+	}
+	return points, errors.Join(errs...)
 }

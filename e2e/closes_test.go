@@ -215,6 +215,17 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 		_ = c.SetReadDeadline(time.Now().Add(4 * time.Second))
 		_, _ = io.Copy(io.Discard, c)
 	})
+	// Websocket backends: one closes the tunnel (FIN) soon after the
+	// upgrade, the other keeps it open until nginx closes it.
+	const switching = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+	wsClosing := closeUpstream(t, func(c *net.TCPConn) {
+		_, _ = io.WriteString(c, switching)
+		time.Sleep(200 * time.Millisecond)
+	})
+	wsOpen := closeUpstream(t, func(c *net.TCPConn) {
+		_, _ = io.WriteString(c, switching)
+		_, _ = io.Copy(io.Discard, c)
+	})
 	upOK := closeUpstream(t, func(c *net.TCPConn) {
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
 	})
@@ -263,13 +274,20 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
         location = /connect-timeout { proxy_pass http://%s; }
         location = /read-timeout { proxy_pass http://%s; }
         location = /wait { proxy_pass http://%s; }
+        location /ws- {
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            location = /ws-backend-close { proxy_pass http://%s; }
+            location = /ws-client-close { proxy_pass http://%s; }
+        }
     }
     server {
         listen %s ssl http2;
         ssl_certificate %s;
         ssl_certificate_key %s;
         location /big/ { alias %s/; }
-    }`, addr, docroot, docroot, upOK, upFin, upMid, upRst, blackhole, upSlow, upSlow, tlsAddr, cert, key, docroot)
+    }`, addr, docroot, docroot, upOK, upFin, upMid, upRst, blackhole, upSlow, upSlow, wsClosing, wsOpen, tlsAddr, cert, key, docroot)
 	streamConf := fmt.Sprintf(`
     server { listen %s; proxy_pass %s; }`, streamAddr, streamUp.Addr())
 	srv := nginxtest.Start(t, inst, nginxtest.Config{HTTP: httpConf, Stream: streamConf})
@@ -347,6 +365,11 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 				sendAndWait(t, addr, "GET /read-timeout HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 4*time.Second)
 				return "GET /read-timeout HTTP/1.1"
 			}},
+		{name: "websocket backend close", initiator: "upstream", cause: "fin", phase: "tunnel",
+			run: func(t testing.TB) string {
+				sendAndWait(t, addr, wsUpgrade("/ws-backend-close"), 3*time.Second)
+				return "GET /ws-backend-close HTTP/1.1 101"
+			}},
 		{name: "return 444", initiator: "nginx", cause: "return_444",
 			run: func(t testing.TB) string {
 				sendAndWait(t, addr, "GET /c444 HTTP/1.1\r\nHost: x\r\n\r\n", 3*time.Second)
@@ -401,6 +424,19 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 		request := c.run(t)
 		conns = append(conns, awaitConn(t, srv, c.name, request, c.logText))
 	}
+	// A client that closes its websocket tunnel: how tunnels end, counted
+	// healthy, no verdict.
+	wc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(wc, wsUpgrade("/ws-client-close"))
+	if resp, err := http.ReadResponse(bufio.NewReader(wc), nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("websocket upgrade: %v %v", resp, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	wc.Close()
+	wsConn := awaitConn(t, srv, "websocket client close", "GET /ws-client-close HTTP/1.1 101", "")
 	// The keepalive_timeout case: healthy, counted, no verdict.
 	kc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -450,8 +486,8 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	if final == nil {
 		t.Fatalf("no final counts:\n%s", p)
 	}
-	if final.Healthy["keepalive_timeout"] < 1 {
-		t.Errorf("healthy closes %v: want keepalive_timeout counted", final.Healthy)
+	if final.Healthy["keepalive_timeout"] < 1 || final.Healthy["tunnel_closed_by_client"] != 1 {
+		t.Errorf("healthy closes %v: want keepalive_timeout counted, and the websocket tunnel *%d the client closed once as tunnel_closed_by_client", final.Healthy, wsConn)
 	}
 	if final.Verdicts != uint64(len(verdicts)) {
 		t.Errorf("final counts say %d verdicts, %d printed", final.Verdicts, len(verdicts))
@@ -487,6 +523,11 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	if last.EventName != "ngxprobe.summary" {
 		t.Errorf("last OTLP record %q, want the summary", last.EventName)
 	}
+}
+
+// wsUpgrade is a websocket upgrade request for path.
+func wsUpgrade(path string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 }
 
 // awaitConn finds the *N of a case in nginx's logs: the access-log entry

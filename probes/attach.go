@@ -84,6 +84,7 @@ func Attach(path string, probes []*Probe, opts Options) (_ *Session, err error) 
 			if filter.realParentOff, filter.tgidOff, err = taskOffsets(); err != nil {
 				return nil, err
 			}
+			filter.taskBTF = haveTaskBTF(filter.realParentOff, filter.tgidOff) == nil
 		}
 	}
 	if err := s.createMaps(len(probes), opts.RingBufferBytes); err != nil {

@@ -48,8 +48,14 @@ const (
 // maxSavedRoots bounds what an entry probe saves for its return probe.
 const maxSavedRoots = 8
 
-// savedKeySize: {u64 pid_tgid, u64 function id}.
-const savedKeySize = 16
+// savedKeySize: {u64 pid_tgid, u64 function id, u64 entry sp}. The stack
+// pointer makes the key a call's own: a return finds what its entry
+// saved (sp at entry is sp after the return, less the return address),
+// never a nested or earlier call's, so nothing needs consuming: a return
+// whose filter drops the hit costs no map call at all, and an entry
+// finds its slot from the previous call at the same depth and writes it
+// in place. The map is an LRU, so slots of exited threads age out.
+const savedKeySize = 24
 
 // rootKey identifies a value saved at entry.
 type rootKey struct {
@@ -68,10 +74,6 @@ type program struct {
 	saveRoots []rootKey
 	// savedRoots: a return program reads non-return roots from here.
 	savedRoots []rootKey
-	// keepSaved: another return program of the function reads the same
-	// saved roots, so none consumes them (the map is an LRU: the next
-	// entry overwrites them).
-	keepSaved  bool
 	functionID uint64
 	// wakeupBytes: submit wakes the reader once this much data is pending.
 	wakeupBytes int
@@ -98,6 +100,11 @@ type processFilter struct {
 	realParentOff   int16  // task_struct.real_parent
 	tgidOff         int16  // task_struct.tgid
 	includeChildren bool
+	// taskBTF: the kernel lets a uprobe program read current's parent by
+	// direct loads through bpf_get_current_task_btf (5.11 and later),
+	// a few nanoseconds instead of two bpf_probe_read_kernel calls; every
+	// hit in a worker pays for this check.
+	taskBTF bool
 }
 
 // mapFDs are the file descriptors of the maps programs use.
@@ -118,13 +125,16 @@ type emitter struct {
 	// that caches the pointer they produce, for prefixes shared by values.
 	prefixes map[string]int16
 	cached   map[int16]bool // slots already written by an earlier value
+	// values maps a filter's final reads (valueKey) to where its start
+	// left them; only the filter's comparisons use it.
+	values map[string]cachedValue
 }
 
 // Stack layout below the frame pointer: the saved-roots key and values
 // (-16-8*maxSavedRoots .. -1) come first, the prefix cache below them.
 const (
 	cacheTop      = -savedKeySize - 8*maxSavedRoots - 8
-	maxCacheSlots = 32
+	maxCacheSlots = 18
 )
 
 func prefixKey(r symbols.Root, loads []int64) string {
@@ -194,10 +204,14 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 	e.processFilter(p.filter)
 	e.countHit(p, m)
 
-	if p.isReturn && len(p.savedRoots) > 0 {
+	// A return program looks its entry's roots up before the filter only
+	// when the filter reads them; otherwise only a hit the filter keeps
+	// pays for the lookup.
+	lookupLate := p.isReturn && len(p.savedRoots) > 0 && p.prologue == nil && p.where != nil && !filterReadsSaved(p, p.where)
+	if p.isReturn && len(p.savedRoots) > 0 && !lookupLate {
 		e.lookupSaved(p, m)
 	} else if p.isReturn {
-		e.emit(asm.Mov.Imm(regSaved, 0)) // reads no argument: nothing to look up or consume
+		e.emit(asm.Mov.Imm(regSaved, 0))
 	}
 	if len(p.saveRoots) > 0 {
 		if err := e.saveRoots(p, m); err != nil {
@@ -218,13 +232,17 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 	}
 	if p.where != nil {
 		matched := e.label("matched")
-		if err := e.hoistFilterPrefixes(p, p.where); err != nil {
+		if err := e.hoistFilterReads(p, p.where); err != nil {
 			return nil, err
 		}
 		if err := e.cond(p, p.where, matched, "filtered"); err != nil {
 			return nil, err
 		}
 		e.mark(matched)
+		e.values = nil // the fault mask and span buffer are reused below
+		if lookupLate {
+			e.lookupSaved(p, m)
+		}
 	}
 	for _, u := range p.aggregates {
 		if err := e.aggregate(p, m, u); err != nil {
@@ -293,12 +311,6 @@ func generate(p program, m mapFDs) (asm.Instructions, error) {
 	if p.emit && p.layout.lua != nil && len(p.luaChunk) > 0 {
 		e.mark("lua_discarded")
 	}
-	if p.isReturn && !p.keepSaved {
-		// The entry's roots are consumed; a nested call gets its own.
-		e.emit(asm.JEq.Imm(regSaved, 0, "exit"))
-		e.savedMapArgs(p, m)
-		e.emit(asm.FnMapDeleteElem.Call())
-	}
 	e.mark("exit")
 	e.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
 	return e.insns, nil
@@ -313,7 +325,10 @@ func (e *emitter) processFilter(f processFilter) {
 		asm.RSh.Imm(asm.R0, 32),
 		asm.JEq.Imm(asm.R0, int32(f.tgid), "traced"),
 	)
-	if f.includeChildren {
+	if f.includeChildren && f.taskBTF {
+		e.emit(parentTgidBTF(f.realParentOff, f.tgidOff)...)
+		e.emit(asm.JEq.Imm(asm.R0, int32(f.tgid), "traced"))
+	} else if f.includeChildren {
 		e.emit(
 			asm.FnGetCurrentTask.Call(),
 			asm.Mov.Reg(asm.R3, asm.R0),
@@ -338,6 +353,16 @@ func (e *emitter) processFilter(f processFilter) {
 	e.mark("traced")
 }
 
+// parentTgidBTF sets R0 to current->real_parent->tgid by direct loads
+// from the BTF task pointer (R3 clobbered).
+func parentTgidBTF(realParentOff, tgidOff int16) asm.Instructions {
+	return asm.Instructions{
+		asm.FnGetCurrentTaskBtf.Call(),
+		asm.LoadMem(asm.R3, asm.R0, realParentOff, asm.DWord),
+		asm.LoadMem(asm.R0, asm.R3, tgidOff, asm.Word),
+	}
+}
+
 // count adds one to a per-CPU counter indexed by probe id.
 func (e *emitter) count(mapFD int, probeID uint32) {
 	skip := e.label("count")
@@ -357,14 +382,19 @@ func (e *emitter) count(mapFD int, probeID uint32) {
 
 func (e *emitter) countHit(p program, m mapFDs) { e.count(m.hits, p.probeID) }
 
-// savedKey writes {pid_tgid, function id} at fp-16.
+// savedKey writes {pid_tgid, function id, entry sp} at fp-savedKeySize.
 func (e *emitter) savedKey(p program) {
 	e.emit(
 		asm.FnGetCurrentPidTgid.Call(),
 		asm.StoreMem(asm.RFP, -savedKeySize, asm.R0, asm.DWord),
 		asm.LoadImm(asm.R0, int64(p.functionID), asm.DWord),
 		asm.StoreMem(asm.RFP, -savedKeySize+8, asm.R0, asm.DWord),
+		asm.LoadMem(asm.R0, regCtx, ptRegsOffset[symbols.RegRSP], asm.DWord),
 	)
+	if p.isReturn {
+		e.emit(asm.Add.Imm(asm.R0, -8)) // ret popped the return address
+	}
+	e.emit(asm.StoreMem(asm.RFP, -savedKeySize+16, asm.R0, asm.DWord))
 }
 
 // savedMapArgs sets r1 and r2 for a call on the saved-roots map with this
@@ -393,14 +423,25 @@ func (e *emitter) saveRoots(p program, m mapFDs) error {
 		return fmt.Errorf("a return probe needs %d saved arguments, at most %d are supported", len(p.saveRoots), maxSavedRoots)
 	}
 	const valueOff = -savedKeySize - 8*maxSavedRoots
+	// The previous call at this depth left its slot: write it in place,
+	// one lookup and no update (an update allocates and links a node).
+	update, done := e.label("save_update"), e.label("save_done")
+	e.savedMapArgs(p, m)
+	e.emit(
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, update),
+	)
 	for i, r := range p.saveRoots {
-		off, ok := ptRegsOffset[r.reg]
-		if !ok {
-			return fmt.Errorf("register %d has no pt_regs slot", r.reg)
+		if err := e.rootValue(r); err != nil {
+			return err
 		}
-		e.emit(asm.LoadMem(asm.R1, regCtx, off, asm.DWord))
-		if r.add != 0 {
-			e.emit(asm.Add.Imm(asm.R1, int32(r.add)))
+		e.emit(asm.StoreMem(asm.R0, int16(8*i), asm.R1, asm.DWord))
+	}
+	e.emit(asm.Ja.Label(done))
+	e.mark(update)
+	for i, r := range p.saveRoots {
+		if err := e.rootValue(r); err != nil {
+			return err
 		}
 		e.emit(asm.StoreMem(asm.RFP, int16(valueOff+8*i), asm.R1, asm.DWord))
 	}
@@ -420,6 +461,20 @@ func (e *emitter) saveRoots(p program, m mapFDs) error {
 		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
 		asm.FnMapUpdateElem.Call(),
 	)
+	e.mark(done) // on the next instruction emitted
+	return nil
+}
+
+// rootValue loads a saved root's entry value into R1.
+func (e *emitter) rootValue(r rootKey) error {
+	off, ok := ptRegsOffset[r.reg]
+	if !ok {
+		return fmt.Errorf("register %d has no pt_regs slot", r.reg)
+	}
+	e.emit(asm.LoadMem(asm.R1, regCtx, off, asm.DWord))
+	if r.add != 0 {
+		e.emit(asm.Add.Imm(asm.R1, int32(r.add)))
+	}
 	return nil
 }
 

@@ -191,3 +191,49 @@ func TestPlanCounterSlots(t *testing.T) {
 		}
 	}
 }
+
+// A filter reads what its comparisons share once: the bits of one byte
+// (eof, error, timedout of an event) in one read, and fields of one
+// struct near each other (a connection's read and write events and its
+// own flags, 216 bytes apart) in one copy.
+func TestFilterReadsGrouped(t *testing.T) {
+	rdi := symbols.Root{Reg: symbols.RegRDI}
+	bit := func(expr string, loads []int64, off int64, b int) *symbols.Plan {
+		return &symbols.Plan{Expr: expr, Type: u32, Root: rdi, Loads: loads, Read: symbols.Read{Kind: symbols.ReadMemory, Offset: off, Size: 1, BitOffset: b, BitSize: 1}}
+	}
+	set := func(p *symbols.Plan) Cond { return Compare{Op: "!=", L: Operand{Plan: p}, R: Operand{Const: 0}} }
+	where := Or{L: set(bit("c->read->eof", []int64{8}, 9, 0)), R: Or{
+		L: set(bit("c->read->error", []int64{8}, 9, 1)), R: Or{
+			L: set(bit("c->read->timedout", []int64{8}, 9, 2)), R: Or{
+				L: set(bit("c->write->timedout", []int64{16}, 9, 2)), R: Or{
+					L: set(bit("c->timedout", nil, 225, 3)), R: set(bit("c->error", nil, 225, 4))}}}}}
+	insns, err := generate(program{where: where}, fakeMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := 0
+	for _, in := range insns {
+		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
+			reads++
+		}
+	}
+	// One copy of c from its read event to its flags, then c->read's and
+	// c->write's flag bytes: 3 reads for 6 comparisons (9 without grouping).
+	if reads != 3 {
+		t.Fatalf("probe_read_user calls = %d, want 3\n%v", reads, insns)
+	}
+	// Past the window, two groups.
+	far := Or{L: where, R: set(bit("c->far", nil, 8+spanWindow, 0))}
+	if insns, err = generate(program{where: far}, fakeMaps); err != nil {
+		t.Fatal(err)
+	}
+	reads = 0
+	for _, in := range insns {
+		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
+			reads++
+		}
+	}
+	if reads != 4 {
+		t.Fatalf("probe_read_user calls = %d with a field past the window, want 4\n%v", reads, insns)
+	}
+}

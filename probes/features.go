@@ -188,6 +188,19 @@ func taskOffsetsIn(spec *btf.Spec) (realParent, tgid int16, err error) {
 	return realParent, tgid, nil
 }
 
+// haveTaskBTF reports whether this kernel loads a uprobe program that
+// reads current->real_parent->tgid by direct loads (parentTgidBTF); when
+// it does not (before 5.11), the worker check reads them with
+// bpf_probe_read_kernel, as a feature error says.
+func haveTaskBTF(realParentOff, tgidOff int16) error {
+	insns := append(parentTgidBTF(realParentOff, tgidOff), asm.Mov.Imm(asm.R0, 0), asm.Return())
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL", Instructions: insns})
+	if err != nil {
+		return missingFeature(nil, "direct loads through bpf_get_current_task_btf in uprobe programs: %w", err)
+	}
+	return prog.Close()
+}
+
 // returnOffsets locate the return addresses uretprobes replaced: a task's
 // uprobe_task keeps, per pending return probe, the stack slot and the
 // original address (kernel/events/uprobes.c, struct return_instance).

@@ -50,15 +50,47 @@ type Operand struct {
 	Signed bool // compare as signed
 }
 
-// Stack slots below the prefix cache, for filters and aggregations.
+// Stack slots below the prefix cache, for filters and aggregations. The
+// slots a filter's start holds live (the cache, the fault mask, the
+// pseudo registers a watch's prologue set) come first; below them is
+// scratch: the grouped reads' buffer while the filter starts, then the
+// comparisons' right operands, string compares and aggregations.
 const (
-	slotLeft     = cacheTop - 8*maxCacheSlots - 8 // an operand's value
-	slotRight    = slotLeft - 8
-	slotString   = slotRight - maxLiteral - 8 // a string compared with a literal
-	slotAggValue = slotString - 8             // the aggregated value
-	slotAggInit  = slotAggValue - aggValueSize
-	slotPseudo   = slotAggInit - 8 // RegObject; the other pseudo registers below it
+	slotFaultMask = cacheTop - 8*maxCacheSlots // the filter's failed reads, a bit per group
+	slotLeft      = slotFaultMask - 8          // an operand's value
+	slotPseudo    = slotLeft - 8               // RegObject; the other pseudo registers below it
+	pseudoLowest  = slotPseudo - 8*(RegPrevPoint-RegObject)
+	slotRight     = pseudoLowest - 8
+	slotString    = slotRight - maxLiteral - 8 // a string compared with a literal
+	slotAggValue  = slotString - 8             // the aggregated value
+	slotAggInit   = slotAggValue - aggValueSize
+	slotSpan      = -512 // the bottom of the stack
+	// spanWindow bounds one grouped read: 224 bytes take ngx_connection_t
+	// from its read event (8) to its error and timedout bits (224).
+	spanWindow = pseudoLowest - slotSpan
 )
+
+// filterReadsSaved: a plan of the filter starts from an entry root a
+// return probe reads from the saved-roots map.
+func filterReadsSaved(p program, c Cond) bool {
+	saved := func(plan *symbols.Plan) bool {
+		r := plan.Root
+		return r.Unavailable == "" && !r.Const && !r.Return && r.Reg < RegObject && p.isReturn
+	}
+	switch c := c.(type) {
+	case And:
+		return filterReadsSaved(p, c.L) || filterReadsSaved(p, c.R)
+	case Or:
+		return filterReadsSaved(p, c.L) || filterReadsSaved(p, c.R)
+	case Not:
+		return filterReadsSaved(p, c.X)
+	case Compare:
+		return (c.L.Plan != nil && saved(c.L.Plan)) || (c.R.Plan != nil && saved(c.R.Plan))
+	case StringEquals:
+		return saved(c.Plan)
+	}
+	return true // unknown: look up early, as before
+}
 
 // maxLiteral bounds string literals in filters: they are compared from
 // the stack.
@@ -143,6 +175,14 @@ func (e *emitter) operand(p program, o Operand, slot int16, fault string) error 
 		return nil
 	}
 	plan := o.Plan
+	r := plan.Read
+	bits, low := r.BitSize, r.BitOffset
+	if e.cachedFinal(plan, fault) {
+		if bits == 0 {
+			bits = 8 * r.Size
+		}
+		return e.extend(o, slot, bits, low)
+	}
 	from := 0
 	if plan.Root.Unavailable == "" {
 		from = e.cachedBase(plan, fault)
@@ -156,8 +196,6 @@ func (e *emitter) operand(p program, o Operand, slot int16, fault string) error 
 		e.readTo(asm.RFP, slot, 8, off, fault)
 		e.emit(asm.LoadMem(regBase, asm.RFP, slot, asm.DWord))
 	}
-	r := plan.Read
-	bits, low := r.BitSize, r.BitOffset
 	switch r.Kind {
 	case symbols.ReadValue:
 		// A register holds an int in its low bits; the rest is undefined.
@@ -180,6 +218,12 @@ func (e *emitter) operand(p program, o Operand, slot int16, fault string) error 
 	default:
 		return fmt.Errorf("%s is a string: compare it with a string literal", plan.Expr)
 	}
+	return e.extend(o, slot, bits, low)
+}
+
+// extend takes the bits of R1 an operand's value is made of, low first,
+// sign- or zero-extended, and stores them at fp+slot.
+func (e *emitter) extend(o Operand, slot int16, bits, low int) error {
 	if left := 64 - low - bits; left > 0 {
 		e.emit(asm.LSh.Imm(asm.R1, int32(left)))
 	}

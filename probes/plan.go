@@ -86,7 +86,6 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 	// the roots its return probes need saved at entry.
 	ids := map[functionKey]uint64{}
 	roots := map[functionKey][]rootKey{}
-	readers := map[functionKey]int{} // return probes that read saved roots
 	for _, p := range probes {
 		addr := keyOf(p.Function)
 		if _, ok := ids[addr]; !ok {
@@ -103,9 +102,6 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 			if indexOf(roots[addr], r) < 0 {
 				roots[addr] = append(roots[addr], r)
 			}
-		}
-		if readsSaved(p) {
-			readers[addr]++
 		}
 	}
 	var out []planned
@@ -132,11 +128,9 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 		}}
 		if p.Return {
 			if readsSaved(p) {
-				// Only the programs that read saved roots look them up,
-				// and the last reader alone may consume them: with
-				// several, none does.
+				// Only the programs that read saved roots look them up;
+				// none consumes them (see savedKeySize).
 				pr.savedRoots = roots[addr]
-				pr.keepSaved = readers[addr] > 1
 			}
 		} else if !saving[addr] {
 			pr.saveRoots = roots[addr]

@@ -47,6 +47,7 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 		"save only":   {saveRoots: roots, functionID: 1},
 		"return":      {emit: true, isReturn: true, layout: newLayout(returnPlans()), savedRoots: roots, functionID: 1, wakeupBytes: 4096},
 		"workers":     {emit: true, layout: newLayout(testPlans()), filter: processFilter{tgid: 1, includeChildren: true, realParentOff: realParent, tgidOff: tgid}},
+		"workers btf": {emit: true, layout: newLayout(testPlans()), filter: processFilter{tgid: 1, includeChildren: true, realParentOff: realParent, tgidOff: tgid, taskBTF: true}},
 		"empty event": {emit: true, layout: newLayout(nil)},
 		"stack":       {emit: true, layout: newLayout(testPlans()).withStack(DefaultStackBytes), wakeupBytes: 4096},
 		// The Lua walk, at its largest, before a stack; from the running

@@ -47,7 +47,7 @@ func cmdCloses(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	conv := cf.converter()
 	if cf.allNginx {
 		return runFleet(ctx, &cf.traceFlags, stdout, stderr, func(img *symbols.Image) (*fleetProgram, error) {
-			program, err := closesProgram(img)
+			program, err := closesProgram(img, stderr)
 			if err != nil {
 				return nil, err
 			}
@@ -68,7 +68,7 @@ func cmdCloses(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer img.Close()
-	program, err := closesProgram(img)
+	program, err := closesProgram(img, stderr)
 	if err != nil {
 		return err
 	}
@@ -91,8 +91,13 @@ func cmdCloses(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // closesProgram compiles the closes probe set for one nginx: the HTTP/2
 // and stream parts where it has them.
-func closesProgram(img *symbols.Image) (*script.Program, error) {
-	parsed, err := script.ParseText(closes.Name, closes.ProbeSet(img.HasFunction), nil)
+func closesProgram(img *symbols.Image, notes io.Writer) (*script.Program, error) {
+	ends, err := closes.TunnelEnds(img)
+	if err != nil {
+		// The rest of the verdicts stand without it.
+		fmt.Fprintf(notes, "ngxprobe: note: websocket tunnels' ends are not watched: %v\n", err)
+	}
+	parsed, err := script.ParseText(closes.Name, closes.ProbeSet(img.HasFunction, ends), nil)
 	if err != nil {
 		return nil, err
 	}
