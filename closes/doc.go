@@ -19,8 +19,15 @@
 //     committed (FIN, RST, refused, timeouts, an invalid header);
 //   - ngx_log_error_core at warn and above: the error-log line of a
 //     decision (limit_req, limit_conn, upstream prematurely closed);
-//   - where nginx has them, HTTP/2's RST_STREAM handler and the stream
-//     module's session end with a status other than 200.
+//   - where nginx has them, HTTP/2's RST_STREAM and GOAWAY handlers and
+//     the stream module's session end with a status other than 200;
+//   - two call sites found in nginx's code ([FindSites]): where an
+//     upgraded (websocket) tunnel ends, once per tunnel, never per frame;
+//     and where nginx gives up a request whose client left while it
+//     waited for the upstream, to name that upstream connection.
+//
+// A verdict under ngx_shutdown_timer_handler is nginx's own
+// worker_shutdown_timeout, whatever flags the timer set.
 //
 // None of these runs for a healthy keepalive request. [Engine] then joins
 // the events of one client connection (its *N, which upstream

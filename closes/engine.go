@@ -54,6 +54,8 @@ type incident struct {
 	h2     *output.Event
 	stream *output.Event
 	tunnel *output.Event
+	gaveUp *output.Event
+	goaway *output.Event
 	errors []output.Event
 	logs   []output.Event
 }
@@ -128,7 +130,7 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		if conn == 0 {
 			return nil // not about a connection (a config or cycle message)
 		}
-	case groupClose, groupTerminate, groupNext, groupH2Reset, groupStream, groupTunnel:
+	case groupClose, groupTerminate, groupNext, groupH2Reset, groupStream, groupTunnel, groupGaveUp, groupH2Goaway:
 		conn = uint64(num(ev, g, "conn"))
 	default:
 		return nil
@@ -157,6 +159,10 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		in.stream = &ev
 	case groupTunnel:
 		in.tunnel = &ev
+	case groupGaveUp:
+		in.gaveUp = &ev
+	case groupH2Goaway:
+		in.goaway = &ev
 	case groupError:
 		if len(in.errors) < maxKept {
 			in.errors = append(in.errors, ev)
@@ -233,7 +239,7 @@ func (e *Engine) Healthy(agg *output.Aggregate) []output.HealthyCount {
 			idle, eof, timedout := keyBit(r.Keys[0]), keyBit(r.Keys[1]), keyBit(r.Keys[2])
 			counts[healthyKind(idle, eof, timedout)] += uint64(r.Count)
 		}
-		if n := counts[HealthyAfterResponse]; n >= e.countedTwice {
+		if n, ok := counts[HealthyAfterResponse]; ok && n >= e.countedTwice {
 			counts[HealthyAfterResponse] = n - e.countedTwice
 		}
 	}
@@ -265,6 +271,8 @@ const (
 	HealthyLingering        = "lingering_close"
 	// A websocket (upgraded) tunnel the client closed: how tunnels end.
 	HealthyTunnelClosed = "tunnel_closed_by_client"
+	// An HTTP/2 client that said goodbye (GOAWAY, NO_ERROR) and left.
+	HealthyH2ClientGoaway = "h2_client_goaway"
 )
 
 func healthyKind(idle, eof, timedout bool) string {
@@ -363,6 +371,8 @@ const (
 	CauseLimitConn       = "limit_conn"
 	CauseHandlerError    = "handler_error"
 	CauseNoRequest       = "no_request"
+	CauseShutdownTimeout = "worker_shutdown_timeout"
+	CauseH2Goaway        = "h2_goaway"
 )
 
 // The initiators and sides.
@@ -467,6 +477,18 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	v.Time = primary.Time
 	v.Stack = primary.Stack
 	v.DecidedAt, v.Via = decided(primary.Stack)
+	if f := shutdownFrame(in); f != nil {
+		// The worker was shutting down (a reload or quit) and its
+		// worker_shutdown_timeout closed what was still open: the flags
+		// the timer set (c->close, c->error) are nginx's, not the
+		// client's.
+		v.Initiator, v.Cause = Nginx, CauseShutdownTimeout
+		v.Summary = "nginx closed the connection at worker_shutdown_timeout: the worker was shutting down (a reload or quit) " + phaseWhile(v.Phase)
+		v.Summary = strings.TrimSpace(v.Summary)
+		v.DecidedAt, v.Via = f, ""
+		e.verdicts++
+		return []output.Verdict{v}
+	}
 	if v.DecidedAt == nil || dispatch[symbols.BaseName(v.DecidedAt.Symbol)] {
 		// The handler that decided returned, or tail-called the close:
 		// name it from the event handler that was running.
@@ -706,8 +728,14 @@ func (e *Engine) terminated(in *incident, v *output.Verdict, limit string) {
 			v.Phase = PhaseWaitingUpstream
 		}
 		v.Summary = "client closed first " + phaseWhile(v.Phase)
+		if in.gaveUp != nil {
+			v.PeerConn = uint64(num(*in.gaveUp, groupGaveUp, "uconn"))
+		}
 		if p := str(t, "terminate upstream", "peer"); p != "" {
 			v.Summary = "client closed first while nginx waited for upstream " + p
+			if v.PeerConn != 0 {
+				v.Summary += fmt.Sprintf(" (*%d)", v.PeerConn)
+			}
 		}
 	case rc == 408:
 		v.Initiator, v.Cause = Client, CauseTimeout
@@ -770,7 +798,14 @@ func (e *Engine) closed(in *incident, v *output.Verdict) bool {
 	readErr := num(c, "close read", "error") != 0
 	eof := num(c, "close read", "eof") != 0
 	timedout := num(c, "close read", "timedout") != 0 || num(c, "close write", "timedout") != 0 || num(c, g, "timedout") != 0
+	goawayCode, goaway := goawayError(in)
 	switch {
+	case goaway && goawayCode == 0 && errno == 0 && !e.All:
+		e.healthy[HealthyH2ClientGoaway]++
+		return false
+	case goaway && goawayCode != 0:
+		v.Initiator, v.Cause, v.Phase = Client, CauseH2Goaway, PhaseHTTP2
+		v.Summary = fmt.Sprintf("client ended the HTTP/2 connection with GOAWAY, error %s", h2ErrorName(goawayCode))
 	case phase == PhaseLingeringClose && errno == 0 && !e.All:
 		e.healthy[HealthyLingering]++
 		return false
@@ -923,6 +958,54 @@ func (e *Engine) errorOnly(in *incident, v *output.Verdict) {
 		return
 	}
 	v.Summary = strings.TrimSpace(fmt.Sprintf("%s connection failed: %s %s", who, failed(text, errno), phaseWhile(v.Phase)))
+}
+
+// goawayError is the error code of the client's GOAWAY, when it sent one
+// whose payload the buffer held.
+func goawayError(in *incident) (uint32, bool) {
+	if in.goaway == nil {
+		return 0, false
+	}
+	g := *in.goaway
+	pos, end := uint64(num(g, groupH2Goaway, "pos")), uint64(num(g, groupH2Goaway, "end"))
+	if end < pos || end-pos < 8 || !readable(g, groupH2Goaway, "e3") {
+		return 0, false
+	}
+	var code uint32
+	for _, name := range []string{"e0", "e1", "e2", "e3"} {
+		code = code<<8 | uint32(num(g, groupH2Goaway, name)&0xff)
+	}
+	return code, true
+}
+
+// h2ErrorName names an HTTP/2 error code (RFC 9113, section 7).
+func h2ErrorName(code uint32) string {
+	names := []string{"NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT", "STREAM_CLOSED",
+		"FRAME_SIZE_ERROR", "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM", "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED"}
+	if int(code) < len(names) {
+		return fmt.Sprintf("%s (%d)", names[code], code)
+	}
+	return fmt.Sprintf("%#x", code)
+}
+
+// shutdownFrame is ngx_shutdown_timer_handler's frame where an event of
+// the incident ran under it, nil otherwise.
+func shutdownFrame(in *incident) *output.Frame {
+	events := []*output.Event{in.term, in.close}
+	for i := range in.errors {
+		events = append(events, &in.errors[i])
+	}
+	for _, ev := range events {
+		if ev == nil || ev.Stack == nil {
+			continue
+		}
+		for _, f := range ev.Stack.Frames {
+			if symbols.BaseName(f.Symbol) == "ngx_shutdown_timer_handler" {
+				return &f
+			}
+		}
+	}
+	return nil
 }
 
 // dispatch are nginx's event loop and handler dispatchers: a decision

@@ -174,3 +174,36 @@ func TestTunnelEnds(t *testing.T) {
 		t.Errorf("healthy %v: want 1 %s and 9 of the kernel's 10 %s (one was the explained tunnel)", got, HealthyTunnelClosed, HealthyAfterResponse)
 	}
 }
+
+// A client's GOAWAY names the HTTP/2 connection's end: with an error it is
+// a verdict, without one healthy; a payload the buffer did not hold yet
+// (nginx saves the partial frame) is not read as an error code.
+func TestH2Goaway(t *testing.T) {
+	e := &Engine{Symbolize: func(uint32, uint64) string { return "ngx_http_v2_read_handler" }}
+	goaway := func(conn int64, avail uint64, code byte) output.Event {
+		return ev(t0, "h2 goaway", "conn", conn, "h2 goaway", "pos", uint64(0x1000), "h2 goaway", "end", uint64(0x1000)+avail,
+			"h2 goaway", "e0", uint64(0), "h2 goaway", "e1", uint64(0), "h2 goaway", "e2", uint64(0), "h2 goaway", "e3", uint64(code))
+	}
+	closeOf := func(conn int64) output.Event {
+		return ev(t0, "close", "conn", conn, "close", "error", int64(1), "close", "rh", output.Pointer(0x2000), "close read", "eof", int64(1))
+	}
+	e.Add(goaway(1, 8, 1))
+	vs := e.Add(closeOf(1))
+	if len(vs) != 1 || vs[0].Cause != CauseH2Goaway || vs[0].Initiator != Client || !strings.Contains(vs[0].Summary, "PROTOCOL_ERROR") {
+		t.Fatalf("GOAWAY(PROTOCOL_ERROR): %+v", vs)
+	}
+	e.Add(goaway(2, 8, 0))
+	e.Add(goaway(3, 4, 1)) // split: the code's bytes are not in the buffer
+	for _, conn := range []int64{2, 3} {
+		if vs := e.Add(closeOf(conn)); len(vs) != 0 {
+			t.Errorf("*%d: %+v, want healthy", conn, vs)
+		}
+	}
+	got := map[string]uint64{}
+	for _, h := range e.Healthy(nil) {
+		got[h.Kind] = h.Count
+	}
+	if got[HealthyH2ClientGoaway] != 1 || got[HealthyKeepaliveClosed] != 1 {
+		t.Errorf("healthy %v: want one %s and one %s", got, HealthyH2ClientGoaway, HealthyKeepaliveClosed)
+	}
+}

@@ -22,6 +22,8 @@ const (
 	groupH2Reset   = "h2 rst"
 	groupStream    = "stream"
 	groupTunnel    = "tunnel"
+	groupGaveUp    = "gave up"
+	groupH2Goaway  = "h2 goaway"
 )
 
 // HealthyAggregation is the aggregation that counts healthy closes in the
@@ -73,6 +75,16 @@ ngx_http_v2_state_rst_stream {
 }
 `
 
+// goaway runs when a client sends GOAWAY (once per HTTP/2 connection at
+// most, as it leaves): its error code is bytes 4-7 of the frame's payload
+// at pos, read only when the buffer holds them (end - pos >= 8; else
+// nginx saves the partial frame and comes back).
+const goaway = `
+ngx_http_v2_state_goaway {
+	print("h2 goaway", conn = h2c->connection->number, pos = (ngx_uint_t) pos, end = (ngx_uint_t) end, e0 = pos[4], e1 = pos[5], e2 = pos[6], e3 = pos[7])
+}
+`
+
 const stream = `
 ngx_stream_finalize_session / rc != 200 / {
 	print("stream", rc, conn = s->connection->number, client = s->connection->addr_text, peer = s->upstream->peer.name[0], rh = s->connection->read->handler)
@@ -80,10 +92,8 @@ ngx_stream_finalize_session / rc != 200 / {
 }
 `
 
-// tunnel runs where a websocket (or any upgraded) tunnel ends: the calls
-// from ngx_http_upstream_process_upgraded to
-// ngx_http_upstream_finalize_request, once per tunnel, never per frame.
-// %s is the call sites' probe points (TunnelEnds).
+// tunnel runs where a websocket (or any upgraded) tunnel ends
+// (Sites.TunnelEnds, for %s).
 const tunnel = `
 %s {
 	print("tunnel", conn = r->connection->number, client = r->connection->addr_text, uconn = r->upstream->peer.connection->number, peer = r->upstream->peer.name[0], method = r->method_name, uri = r->uri, status = r->headers_out.status)
@@ -93,11 +103,19 @@ const tunnel = `
 }
 `
 
+// gaveUp runs where nginx ends a request whose client gave up while it
+// waited for the upstream (Sites.ClientGaveUp, for %s).
+const gaveUp = `
+%s {
+	print("gave up", conn = r->connection->number, uconn = r->upstream->peer.connection->number)
+}
+`
+
 // ProbeSet returns the probe-set script for an nginx that has the
 // functions has reports: the HTTP/2 and stream parts only where nginx
-// was built (or loads modules) with them, the tunnel part at
-// tunnelEnds (TunnelEnds), none when it is empty.
-func ProbeSet(has func(string) bool, tunnelEnds []string) string {
+// was built (or loads modules) with them, and the call sites' parts
+// where sites has them.
+func ProbeSet(has func(string) bool, sites Sites) string {
 	var b strings.Builder
 	h2 := ""
 	if has("ngx_http_v2_state_rst_stream") {
@@ -107,25 +125,60 @@ func ProbeSet(has func(string) bool, tunnelEnds []string) string {
 	if h2 != "" {
 		b.WriteString(http2)
 	}
+	if has("ngx_http_v2_state_goaway") {
+		b.WriteString(goaway)
+	}
 	if has("ngx_stream_finalize_session") {
 		b.WriteString(stream)
 	}
-	if len(tunnelEnds) > 0 {
-		b.WriteString(strings.Replace(tunnel, "%s", strings.Join(tunnelEnds, ", "), 1))
+	if len(sites.TunnelEnds) > 0 {
+		b.WriteString(strings.Replace(tunnel, "%s", strings.Join(sites.TunnelEnds, ", "), 1))
+	}
+	if len(sites.ClientGaveUp) > 0 {
+		b.WriteString(strings.Replace(gaveUp, "%s", strings.Join(sites.ClientGaveUp, ", "), 1))
 	}
 	return b.String()
 }
 
-// TunnelEnds returns the probe points where nginx ends an upgraded
-// tunnel: every call and tail jump from ngx_http_upstream_process_upgraded
-// to ngx_http_upstream_finalize_request, found by decoding the former's
-// code (symbols.CallsTo). GCC merges the function's several finalize
-// calls into one shared jump, and a line number would hold only for one
-// nginx version; the call itself holds for all. None, with no error,
-// when nginx has no upstream module; an error says why the tunnel's end
-// cannot be watched (its verdicts are then missing, not wrong).
-func TunnelEnds(img *symbols.Image) ([]string, error) {
-	const caller, callee = "ngx_http_upstream_process_upgraded", "ngx_http_upstream_finalize_request"
+// Sites are the call sites the probe set watches besides function
+// entries, as probe points (FUNCTION+OFFSET): found in each nginx's code,
+// since a line number would hold for one nginx version only.
+type Sites struct {
+	// TunnelEnds: where an upgraded (websocket) tunnel ends, the calls
+	// from ngx_http_upstream_process_upgraded to
+	// ngx_http_upstream_finalize_request; once per tunnel, never per
+	// frame.
+	TunnelEnds []string
+	// ClientGaveUp: where nginx ends a request whose client closed while
+	// it waited for the upstream (499), the calls from
+	// ngx_http_upstream_check_broken_connection to
+	// ngx_http_upstream_finalize_request: the upstream connection, closed
+	// by the time the request terminates, is still there to name.
+	ClientGaveUp []string
+}
+
+// FindSites returns the Sites of an nginx: every call and tail jump from
+// one function to the other, found by decoding the caller's code
+// (symbols.CallsTo). GCC merges a function's several calls that end it
+// into one shared jump, which DWARF's call sites then give no argument
+// for; the call instruction holds in every build. Sites are empty, with
+// no error, when nginx has no upstream module; an error says which could
+// not be found (the verdicts they add are then missing, not wrong).
+func FindSites(img *symbols.Image) (Sites, error) {
+	var s Sites
+	var errs []error
+	var err error
+	if s.TunnelEnds, err = callPoints(img, "ngx_http_upstream_process_upgraded", "ngx_http_upstream_finalize_request"); err != nil {
+		errs = append(errs, fmt.Errorf("websocket tunnels' ends are not watched: %w", err))
+	}
+	if s.ClientGaveUp, err = callPoints(img, "ngx_http_upstream_check_broken_connection", "ngx_http_upstream_finalize_request"); err != nil {
+		errs = append(errs, fmt.Errorf("a 499's upstream connection is not named: %w", err))
+	}
+	return s, errors.Join(errs...)
+}
+
+// callPoints returns the probe points of caller's calls to callee.
+func callPoints(img *symbols.Image, caller, callee string) ([]string, error) {
 	if !img.HasFunction(caller) {
 		return nil, nil
 	}
@@ -150,7 +203,8 @@ func TunnelEnds(img *symbols.Image) ([]string, error) {
 		}
 	}
 	if len(points) == 0 {
-		return nil, errors.Join(append(errs, fmt.Errorf("no call from %s to %s found: tunnels' ends are not watched", caller, callee))...)
+		errs = append(errs, fmt.Errorf("no call from %s to %s found", caller, callee))
+		return nil, errors.Join(errs...)
 	}
 	return points, errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -18,9 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
 	"github.com/ngxprobe/ngxprobe/internal/incidents"
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
 	"github.com/ngxprobe/ngxprobe/internal/otelcoltest"
+	"github.com/ngxprobe/ngxprobe/symbols"
 )
 
 // Verdict is one line of ngxprobe closes -o json.
@@ -183,6 +188,10 @@ type closeCase struct {
 	initiator string
 	cause     string
 	phase     string
+	// upstreamNext: the verdict names the upstream connection nginx
+	// opened for the request, *N+1 (nginx numbers connections from one
+	// counter, and the matrix opens one at a time on one worker).
+	upstreamNext bool
 }
 
 func TestClosesMatrix(t *testing.T) {
@@ -293,7 +302,7 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	srv := nginxtest.Start(t, inst, nginxtest.Config{HTTP: httpConf, Stream: streamConf})
 
 	cases := []closeCase{
-		{name: "client FIN while waiting for upstream (499)", initiator: "client", cause: "fin", phase: "waiting_upstream",
+		{name: "client FIN while waiting for upstream (499)", initiator: "client", cause: "fin", phase: "waiting_upstream", upstreamNext: true,
 			run: func(t testing.TB) string {
 				sendAndWait(t, addr, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n", 300*time.Millisecond)
 				return "GET /wait HTTP/1.1"
@@ -405,6 +414,11 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 				time.Sleep(500 * time.Millisecond)
 				return "GET /big/big.bin HTTP/2.0"
 			}},
+		{name: "HTTP/2 GOAWAY with an error", initiator: "client", cause: "h2_goaway", phase: "http2",
+			run: func(t testing.TB) string {
+				h2Goaway(t, tlsAddr, "/big/small.txt", http2.ErrCodeProtocol)
+				return "GET /big/small.txt HTTP/2.0"
+			}},
 		{name: "stream upstream RST", initiator: "upstream", cause: "rst", logText: "recv() failed (104: Connection reset by peer) while proxying and reading from upstream",
 			run: func(t testing.TB) string {
 				sendAndWait(t, streamAddr, "hello", 3*time.Second)
@@ -437,6 +451,8 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	time.Sleep(100 * time.Millisecond)
 	wc.Close()
 	wsConn := awaitConn(t, srv, "websocket client close", "GET /ws-client-close HTTP/1.1 101", "")
+	// An HTTP/2 client that says goodbye (GOAWAY, NO_ERROR): healthy.
+	h2Goaway(t, tlsAddr, "/big/small.txt", http2.ErrCodeNo)
 	// The keepalive_timeout case: healthy, counted, no verdict.
 	kc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -470,6 +486,9 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 		if v.Initiator != c.initiator || v.Cause != c.cause || (c.phase != "" && v.Phase != c.phase) {
 			t.Errorf("%s (*%d): verdict %s/%s/%s, want %s/%s/%s: %s", c.name, n, v.Initiator, v.Cause, v.Phase, c.initiator, c.cause, c.phase, v.Summary)
 		}
+		if c.upstreamNext && v.PeerConn != n+1 {
+			t.Errorf("%s (*%d): verdict names upstream connection *%d, want *%d", c.name, n, v.PeerConn, n+1)
+		}
 		if e, ok := accessEntry(srv, n); ok && v.Status != 0 && v.Status != e.Status {
 			t.Errorf("%s (*%d): verdict status %d, access log $status %d", c.name, n, v.Status, e.Status)
 		}
@@ -486,8 +505,8 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	if final == nil {
 		t.Fatalf("no final counts:\n%s", p)
 	}
-	if final.Healthy["keepalive_timeout"] < 1 || final.Healthy["tunnel_closed_by_client"] != 1 {
-		t.Errorf("healthy closes %v: want keepalive_timeout counted, and the websocket tunnel *%d the client closed once as tunnel_closed_by_client", final.Healthy, wsConn)
+	if final.Healthy["keepalive_timeout"] < 1 || final.Healthy["tunnel_closed_by_client"] != 1 || final.Healthy["h2_client_goaway"] != 1 {
+		t.Errorf("healthy closes %v: want keepalive_timeout counted, the websocket tunnel *%d the client closed once as tunnel_closed_by_client, and one h2_client_goaway", final.Healthy, wsConn)
 	}
 	if final.Verdicts != uint64(len(verdicts)) {
 		t.Errorf("final counts say %d verdicts, %d printed", final.Verdicts, len(verdicts))
@@ -523,6 +542,57 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	if last.EventName != "ngxprobe.summary" {
 		t.Errorf("last OTLP record %q, want the summary", last.EventName)
 	}
+}
+
+// h2Goaway speaks HTTP/2 to addr by hand: one GET of path, read to its
+// end, then GOAWAY with code, then FIN. (Go's HTTP/2 client sends GOAWAY
+// only without an error.)
+func h2Goaway(t testing.TB, addr, path string, code http2.ErrCode) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN %q, want h2", p)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	var hdr bytes.Buffer
+	enc := hpack.NewEncoder(&hdr)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "x"}, {":path", path}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for done := false; !done; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("HTTP/2 response: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.DataFrame:
+			done = f.StreamID == 1 && f.StreamEnded()
+		case *http2.HeadersFrame:
+			done = f.StreamID == 1 && f.StreamEnded()
+		}
+	}
+	if err := fr.WriteGoAway(0, code, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
 }
 
 // wsUpgrade is a websocket upgrade request for path.
@@ -727,5 +797,54 @@ func TestClosesAllNginx(t *testing.T) {
 				t.Errorf("master %d: verdict %+v, want nginx/return_444 for /close", n.master, v)
 			}
 		}
+	}
+}
+
+// A reload while a request waits for its upstream: the old worker's
+// worker_shutdown_timeout closes it. The verdict is nginx's, decided in
+// ngx_shutdown_timer_handler, not the client's (the timer sets c->error).
+func TestClosesShutdownTimeout(t *testing.T) {
+	nginxtest.RequireRoot(t)
+	for _, variant := range []string{nginxtest.VariantO2, nginxtest.VariantLTO} {
+		t.Run(variant, func(t *testing.T) {
+			upSlow := closeUpstream(t, func(c *net.TCPConn) {
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, _ = io.Copy(io.Discard, c)
+			})
+			addr := fmt.Sprintf("127.0.0.1:%d", nginxtest.FreePort(t))
+			srv := nginxtest.Start(t, nginxtest.Build(t, variant), nginxtest.Config{Main: "worker_shutdown_timeout 1s;", HTTP: fmt.Sprintf(`
+    server {
+        listen %s;
+        proxy_read_timeout 30s;
+        location = /wait { proxy_pass http://%s; }
+    }`, addr, upSlow)})
+			p := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, _ = io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+			time.Sleep(200 * time.Millisecond) // nginx is waiting for the upstream
+			start := time.Now()
+			srv.Reload(t) // returns once the old worker has exited
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.Copy(io.Discard, c)
+			if d := time.Since(start); d < 900*time.Millisecond {
+				t.Fatalf("the old worker exited after %v, before worker_shutdown_timeout (1s)", d)
+			}
+			n := awaitConn(t, srv, "shutdown timeout", "GET /wait HTTP/1.1", "")
+			time.Sleep(500 * time.Millisecond)
+			stopProbeOK(t, p)
+			verdicts, _ := closesOutput(t, p)
+			if len(verdicts) != 1 {
+				t.Fatalf("%d verdicts, want 1 for *%d:\n%s", len(verdicts), n, p)
+			}
+			v := verdicts[0]
+			if v.Conn != n || v.Initiator != "nginx" || v.Cause != "worker_shutdown_timeout" || v.DecidedAt == nil || symbols.BaseName(v.DecidedAt.Symbol) != "ngx_shutdown_timer_handler" {
+				t.Errorf("verdict %+v, want *%d nginx/worker_shutdown_timeout decided at ngx_shutdown_timer_handler", v, n)
+			}
+			t.Logf("*%d %s/%s/%s — %s (decided at %+v)", v.Conn, v.Initiator, v.Cause, v.Phase, v.Summary, v.DecidedAt)
+		})
 	}
 }

@@ -92,12 +92,12 @@ func cmdCloses(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // closesProgram compiles the closes probe set for one nginx: the HTTP/2
 // and stream parts where it has them.
 func closesProgram(img *symbols.Image, notes io.Writer) (*script.Program, error) {
-	ends, err := closes.TunnelEnds(img)
+	sites, err := closes.FindSites(img)
 	if err != nil {
-		// The rest of the verdicts stand without it.
-		fmt.Fprintf(notes, "ngxprobe: note: websocket tunnels' ends are not watched: %v\n", err)
+		// The rest of the verdicts stand without them.
+		fmt.Fprintf(notes, "ngxprobe: note: %v\n", err)
 	}
-	parsed, err := script.ParseText(closes.Name, closes.ProbeSet(img.HasFunction, ends), nil)
+	parsed, err := script.ParseText(closes.Name, closes.ProbeSet(img.HasFunction, sites), nil)
 	if err != nil {
 		return nil, err
 	}
