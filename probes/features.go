@@ -196,7 +196,7 @@ func haveTaskBTF(realParentOff, tgidOff int16) error {
 	insns := append(parentTgidBTF(realParentOff, tgidOff), asm.Mov.Imm(asm.R0, 0), asm.Return())
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL", Instructions: insns})
 	if err != nil {
-		return missingFeature(nil, "direct loads through bpf_get_current_task_btf in uprobe programs: %w", err)
+		return missingFeature(err, "uprobe programs may not load through bpf_get_current_task_btf (Linux 5.11), so the workers check reads the parent with two bpf_probe_read_kernel per hit")
 	}
 	return prog.Close()
 }

@@ -57,8 +57,11 @@ func Report() []Feature {
 	add(Feature{Name: "kernel BTF", Since: "5.4", For: "following a master's workers; stacks through uretprobes (CONFIG_DEBUG_INFO_BTF)"}, btfErr)
 	add(Feature{Name: "bpf_probe_read_kernel", Since: "5.5", For: "following a master's workers; stacks through uretprobes"}, readKernelRefused())
 	if btfErr == nil {
-		_, _, err := taskOffsets()
+		realParent, tgid, err := taskOffsets()
 		add(Feature{Name: "task_struct real_parent and tgid in BTF", For: "following a master's workers"}, err)
+		if err == nil {
+			add(Feature{Name: "bpf_get_current_task_btf loads", Since: "5.11", For: "the workers check in a few ns, not two bpf_probe_read_kernel per hit"}, haveTaskBTF(realParent, tgid))
+		}
 		r := loadReturnOffsets()
 		var rerr error
 		if !r.ok {

@@ -17,7 +17,6 @@ import (
 // (one shared tail jump on both test builds), and ngx_http_finalize_request's
 // calls to ngx_http_terminate_request.
 func TestCallsToMatchesObjdump(t *testing.T) {
-	nginxtest.RequireRoot(t)
 	pairs := [][2]string{
 		{"ngx_http_upstream_process_upgraded", "ngx_http_upstream_finalize_request"},
 		{"ngx_http_finalize_request", "ngx_http_terminate_request"},

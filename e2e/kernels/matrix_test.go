@@ -28,7 +28,7 @@ type feature struct {
 }
 
 var matrix = []feature{
-	{name: "run", bin: "e2e", run: "^TestClientAbort499$/^o2$", degradedBy: []string{"bpf_probe_read_kernel", "task_struct real_parent and tgid in BTF"}},
+	{name: "run", bin: "e2e", run: "^TestClientAbort499$/^o2$", degradedBy: []string{"bpf_probe_read_kernel", "task_struct real_parent and tgid in BTF", "bpf_get_current_task_btf loads"}},
 	// The half-close watch has diff mode's uretprobe on the writer: its
 	// stacks unwind through the kernel's return instances.
 	{name: "stack", bin: "e2e", run: "^(TestStacksMatchGDB|TestWatchWSSHalfClose)$/^o2$", degradedBy: []string{"uretprobe return instances in BTF"}},
