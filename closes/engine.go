@@ -225,8 +225,9 @@ func (e *Engine) Flush(now time.Time, all bool) []output.Verdict {
 func (e *Engine) Verdicts() uint64 { return e.verdicts }
 
 // Healthy returns the healthy closes by kind: those the kernel counted
-// (rows of the HealthyAggregation) and those the engine recognized.
-func (e *Engine) Healthy(agg *output.Aggregate) []output.HealthyCount {
+// (rows of the HealthyAggregation and the KeepaliveLimitAggregation; nil
+// when there are none) and those the engine recognized.
+func (e *Engine) Healthy(agg, keepaliveLimit *output.Aggregate) []output.HealthyCount {
 	counts := map[string]uint64{}
 	for k, n := range e.healthy {
 		counts[k] += n
@@ -241,6 +242,11 @@ func (e *Engine) Healthy(agg *output.Aggregate) []output.HealthyCount {
 		}
 		if n, ok := counts[HealthyAfterResponse]; ok && n >= e.countedTwice {
 			counts[HealthyAfterResponse] = n - e.countedTwice
+		}
+	}
+	if keepaliveLimit != nil {
+		for _, r := range keepaliveLimit.Rows {
+			counts[HealthyKeepaliveLimit] += uint64(r.Count)
 		}
 	}
 	var out []output.HealthyCount
@@ -268,6 +274,10 @@ const (
 	HealthyKeepaliveTimeout = "keepalive_timeout"
 	HealthyIdleClosed       = "idle_closed_by_nginx"
 	HealthyAfterResponse    = "closed_after_response"
+	// nginx ended a keepalive connection after a complete response, not
+	// its first: keepalive_requests or keepalive_time reached (or the
+	// client asked, after several requests).
+	HealthyKeepaliveLimit = "keepalive_limit"
 	HealthyLingering        = "lingering_close"
 	// A websocket (upgraded) tunnel the client closed: how tunnels end.
 	HealthyTunnelClosed = "tunnel_closed_by_client"

@@ -80,7 +80,7 @@ func TestLingeringCloseIsHealthy(t *testing.T) {
 		{Keys: []output.Key{{Readable: true, Data: int64(0)}, {Readable: true, Data: int64(0)}, {Readable: true, Data: int64(0)}}, Count: 5},
 	}}
 	got := map[string]uint64{}
-	for _, h := range e.Healthy(agg) {
+	for _, h := range e.Healthy(agg, nil) {
 		got[h.Kind] = h.Count
 	}
 	want := map[string]uint64{HealthyLingering: 1, HealthyKeepaliveTimeout: 3, HealthyAfterResponse: 5}
@@ -167,7 +167,7 @@ func TestTunnelEnds(t *testing.T) {
 	}
 	kernel := &output.Aggregate{Rows: []output.AggregateRow{{Keys: []output.Key{{Data: int64(0)}, {Data: int64(0)}, {Data: int64(0)}}, Count: 10}}}
 	got := map[string]uint64{}
-	for _, h := range e.Healthy(kernel) {
+	for _, h := range e.Healthy(kernel, nil) {
 		got[h.Kind] = h.Count
 	}
 	if got[HealthyTunnelClosed] != 1 || got[HealthyAfterResponse] != 9 {
@@ -200,7 +200,7 @@ func TestH2Goaway(t *testing.T) {
 		}
 	}
 	got := map[string]uint64{}
-	for _, h := range e.Healthy(nil) {
+	for _, h := range e.Healthy(nil, nil) {
 		got[h.Kind] = h.Count
 	}
 	if got[HealthyH2ClientGoaway] != 1 || got[HealthyKeepaliveClosed] != 1 {

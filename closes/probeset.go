@@ -30,14 +30,23 @@ const (
 // kernel, keyed by the connection's idle, read eof and read timedout bits.
 const HealthyAggregation = "healthy"
 
+// KeepaliveLimitAggregation counts the healthy closes of a keepalive
+// connection nginx ended after a complete response, not its first
+// (keepalive_requests or keepalive_time reached): on a busy gateway,
+// most of the closes after a response.
+const KeepaliveLimitAggregation = "healthy_keepalive_limit"
+
 // abnormal is true at ngx_http_close_connection when the connection did
 // not end healthily: an error, a timeout or an EOF outside an idle
 // keepalive wait, or nginx's own close (444 sets c->timedout).
 const abnormal = `c->error || c->timedout || c->read->error || c->write->error || c->write->timedout || (!c->idle && (c->read->eof || c->read->timedout))`
 
 const core = `
-ngx_http_close_connection / !(` + abnormal + `) / {
+ngx_http_close_connection / !(` + abnormal + `) && (c->idle || c->requests <= 1) / {
 	@healthy[c->idle, c->read->eof, c->read->timedout] = count()
+}
+ngx_http_close_connection / !(` + abnormal + `) && !c->idle && c->requests > 1 / {
+	@healthy_keepalive_limit = count()
 }
 ngx_http_close_connection / ` + abnormal + ` / {
 	print("close", conn = c->number, client = c->addr_text, idle = c->idle, error = c->error, timedout = c->timedout, requests = c->requests, sent = c->sent, rh = c->read->handler, wh = c->write->handler)

@@ -646,7 +646,8 @@ func TestClosesHealthy(t *testing.T) {
 	nginxtest.RequireRoot(t)
 	for _, variant := range []string{nginxtest.VariantO2, nginxtest.VariantLTO} {
 		t.Run(variant, func(t *testing.T) {
-			srv, base := startPlain(t, nginxtest.Build(t, variant), 1, "")
+			// nginx ends a keepalive connection at its 100th request.
+			srv, base := startPlain(t, nginxtest.Build(t, variant), 1, "keepalive_requests 100;")
 			p := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
 			var dials atomic.Int64
 			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -701,6 +702,21 @@ func TestClosesHealthy(t *testing.T) {
 			}
 			if got := final.Healthy["closed_after_response"]; got != 1000 {
 				t.Errorf("closed_after_response %d, want 1000 (the Connection: close requests)", got)
+			}
+			// The access log's $connection: a connection with 100 requests
+			// is one nginx ended at keepalive_requests.
+			perConn := map[uint64]int{}
+			for _, e := range srv.AccessEntries() {
+				perConn[uint64(e.Connection)]++
+			}
+			atLimit := uint64(0)
+			for _, n := range perConn {
+				if n == 100 {
+					atLimit++
+				}
+			}
+			if got := final.Healthy["keepalive_limit"]; got != atLimit || atLimit == 0 {
+				t.Errorf("keepalive_limit %d, want %d (connections with 100 requests in the access log)", got, atLimit)
 			}
 			t.Logf("%d connections: healthy %v", dials.Load(), final.Healthy)
 		})

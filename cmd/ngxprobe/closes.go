@@ -130,13 +130,16 @@ func closesTrace(tr *tracer, program *script.Program, cf *closesFlags, conv conv
 	}
 	counts := func(final bool) output.Closes {
 		c := output.Closes{Time: time.Now(), Final: final, Verdicts: engine.Verdicts()}
-		var healthy *output.Aggregate
+		var healthy, keepaliveLimit *output.Aggregate
 		for _, a := range conv.aggregates(program.Aggregations, tr.sess.Aggregates()) {
-			if a.Name == closes.HealthyAggregation {
+			switch a.Name {
+			case closes.HealthyAggregation:
 				healthy = &a
+			case closes.KeepaliveLimitAggregation:
+				keepaliveLimit = &a
 			}
 		}
-		c.Healthy = engine.Healthy(healthy)
+		c.Healthy = engine.Healthy(healthy, keepaliveLimit)
 		for _, pc := range tr.sess.Counts() {
 			c.Lost += pc.Lost
 		}
