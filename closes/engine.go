@@ -278,7 +278,7 @@ const (
 	// its first: keepalive_requests or keepalive_time reached (or the
 	// client asked, after several requests).
 	HealthyKeepaliveLimit = "keepalive_limit"
-	HealthyLingering        = "lingering_close"
+	HealthyLingering      = "lingering_close"
 	// A websocket (upgraded) tunnel the client closed: how tunnels end.
 	HealthyTunnelClosed = "tunnel_closed_by_client"
 	// An HTTP/2 client that said goodbye (GOAWAY, NO_ERROR) and left.
