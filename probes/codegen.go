@@ -131,7 +131,7 @@ type emitter struct {
 }
 
 // Stack layout below the frame pointer: the saved-roots key and values
-// (-16-8*maxSavedRoots .. -1) come first, the prefix cache below them.
+// (-savedKeySize-8*maxSavedRoots .. -1) come first, the prefix cache below them.
 const (
 	cacheTop      = -savedKeySize - 8*maxSavedRoots - 8
 	maxCacheSlots = 18

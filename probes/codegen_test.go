@@ -192,6 +192,28 @@ func TestPlanCounterSlots(t *testing.T) {
 	}
 }
 
+// Only a probe at the function's entry saves arguments for its return
+// probe (their key has sp at entry): with a probe inside the body, a
+// saving program of its own goes to the entry.
+func TestSaverAtEntryOnly(t *testing.T) {
+	f := &symbols.Function{Symbol: "f", Address: 0x1000}
+	saved := &symbols.Plan{Expr: "size", Type: u64, Root: symbols.Root{Reg: symbols.RegRDX}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}}
+	ps := []*Probe{{Function: f, At: 0x10, Values: []*symbols.Plan{saved}}, {Function: f, Return: true, Values: []*symbols.Plan{saved}}}
+	progs := plan(ps, processFilter{}, 1, 0, nil)
+	savers := 0
+	for _, p := range progs {
+		if len(p.saveRoots) > 0 {
+			savers++
+			if p.at != 0 {
+				t.Errorf("arguments saved at f+%#x, want the entry", p.at)
+			}
+		}
+	}
+	if len(progs) != 3 || savers != 1 {
+		t.Fatalf("%d programs, %d saving: want the body probe, the return and one saving entry", len(progs), savers)
+	}
+}
+
 // A filter reads what its comparisons share once: the bits of one byte
 // (eof, error, timedout of an event) in one read, and fields of one
 // struct near each other (a connection's read and write events and its
@@ -235,5 +257,19 @@ func TestFilterReadsGrouped(t *testing.T) {
 	}
 	if reads != 4 {
 		t.Fatalf("probe_read_user calls = %d with a field past the window, want 4\n%v", reads, insns)
+	}
+	// 12 groups of two values: 8 read at the start (maxValueGroups), the
+	// other 4 groups' 8 values where they are compared.
+	if insns, err = generate(program{where: manyGroups()}, fakeMaps); err != nil {
+		t.Fatal(err)
+	}
+	reads = 0
+	for _, in := range insns {
+		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
+			reads++
+		}
+	}
+	if reads != maxValueGroups+8 {
+		t.Fatalf("probe_read_user calls = %d for 12 groups of two, want %d", reads, maxValueGroups+8)
 	}
 }

@@ -3,6 +3,7 @@ package probes
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"github.com/ngxprobe/ngxprobe/symbols"
@@ -59,6 +60,20 @@ func TestGenerateFiltersAndAggregates(t *testing.T) {
 
 // The verifier accepts filters and aggregations, at entry and at return
 // (where arguments come from the saved entry values).
+// manyGroups is a filter over flags of 12 objects, each two bytes of one
+// group: past maxValueGroups, the rest are read where they are compared.
+func manyGroups() Cond {
+	var c Cond = Compare{Op: "==", L: Operand{Const: 1}, R: Operand{Const: 2}}
+	for i := range 12 {
+		for _, off := range []int64{9, 17} {
+			p := &symbols.Plan{Expr: fmt.Sprintf("o%d[%d]", i, off), Type: u32, Root: symbols.Root{Reg: symbols.RegRDI, Add: int64(4096 * i)},
+				Read: symbols.Read{Kind: symbols.ReadMemory, Offset: off, Size: 1, BitOffset: 1, BitSize: 1}}
+			c = Or{L: c, R: Compare{Op: "!=", L: Operand{Plan: p}, R: Operand{Const: 0}}}
+		}
+	}
+	return c
+}
+
 func TestVerifierAcceptsFiltersAndAggregates(t *testing.T) {
 	s := loadingSession(t, 4)
 	aggs := testAggregates()
@@ -78,6 +93,12 @@ func TestVerifierAcceptsFiltersAndAggregates(t *testing.T) {
 		"aggregate only":   {aggregates: aggs},
 		"filter+aggregate": {emit: true, layout: newLayout(testPlans()[:2]), where: testWhere(), aggregates: aggs, wakeupBytes: 4096},
 		"return filter":    {emit: true, isReturn: true, layout: newLayout(testPlans()[:2]), savedRoots: roots, functionID: 1, where: testWhere(), aggregates: aggs, wakeupBytes: 4096},
+		// The filter reads $retval only: the saved roots are looked up
+		// after it, for the values and aggregations of a kept hit.
+		"return filter, late lookup": {emit: true, isReturn: true, layout: newLayout(testPlans()[:2]), savedRoots: roots, functionID: 1, wakeupBytes: 4096, aggregates: aggs,
+			where: Compare{Op: "==", L: Operand{Plan: &symbols.Plan{Expr: "$retval", Type: u64, Root: symbols.Root{Reg: symbols.RegRAX, Return: true}, Read: symbols.Read{Kind: symbols.ReadValue, Size: 8}}}, R: Operand{Const: 0}}},
+		// More value groups than are hoisted, each group several reads.
+		"many grouped reads": {emit: true, layout: newLayout(testPlans()[:2]), where: manyGroups(), wakeupBytes: 4096},
 	}
 	for name, p := range cases {
 		t.Run(name, func(t *testing.T) {

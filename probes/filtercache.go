@@ -29,8 +29,12 @@ import (
 // a value whose read faults sets its group's bit in the fault mask, and a
 // comparison that finds its bit set is false, as a faulting read is.
 
-// maxFaultBits: a mask bit is tested with a 32-bit immediate.
-const maxFaultBits = 31
+// maxValueGroups bounds the groups whose values the filter's start reads.
+// The fault mask is a constant the verifier tracks exactly, so each such
+// group doubles the paths it explores through the rest of the filter (a
+// group read or faulted): 8 groups are 256 paths, well inside its
+// budget; further values are read where they are compared, as before.
+const maxValueGroups = 8
 
 // cachedValue is where the filter's hoisted read left a value: its slot,
 // zero-extended, and the fault-mask bit of the group it was read in.
@@ -206,7 +210,7 @@ func (e *emitter) hoistFilterReads(p program, where Cond) error {
 		for _, r := range g.reads {
 			hasValue = hasValue || r.child == ""
 		}
-		if hasValue && bits == maxFaultBits {
+		if hasValue && bits == maxValueGroups {
 			continue
 		}
 		if hasValue && !maskSet {
@@ -239,10 +243,11 @@ func (e *emitter) hoistFilterReads(p program, where Cond) error {
 		}
 		e.emit(asm.Ja.Label(done))
 		e.mark(fault)
-		for i, r := range g.reads {
-			if r.child != "" {
-				e.emit(asm.Mov.Imm(asm.R1, 0), asm.StoreMem(asm.RFP, slotOf[i], asm.R1, asm.DWord))
-			}
+		// Pointers cache 0; values are written too, so that every slot
+		// is initialized on every path whatever the verifier makes of
+		// the mask.
+		for i := range g.reads {
+			e.emit(asm.Mov.Imm(asm.R1, 0), asm.StoreMem(asm.RFP, slotOf[i], asm.R1, asm.DWord))
 		}
 		if hasValue {
 			e.emit(

@@ -132,7 +132,7 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 				// none consumes them (see savedKeySize).
 				pr.savedRoots = roots[addr]
 			}
-		} else if !saving[addr] {
+		} else if !saving[addr] && p.atEntry() {
 			pr.saveRoots = roots[addr]
 			saving[addr] = true
 		}
@@ -162,6 +162,14 @@ type functionKey struct {
 }
 
 func keyOf(fn *symbols.Function) functionKey { return functionKey{fn.Binary(), fn.Address} }
+
+// atEntry: the probe runs at its function's entry, where the registers
+// hold the arguments and sp the return address a return probe's key
+// needs (see savedKeySize); a probe inside the body, at an inlined copy
+// or at a watch's write sites cannot save them.
+func (p *Probe) atEntry() bool {
+	return !p.Return && p.At == 0 && p.Inlined == "" && p.Watch == nil && p.Diff == nil
+}
 
 // plans lists every plan the probe evaluates: values, filter operands,
 // the diff's key and field, and aggregation keys and values.
