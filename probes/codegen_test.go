@@ -75,6 +75,17 @@ func TestGenerateAssembles(t *testing.T) {
 	}
 }
 
+// probeReads counts a program's bpf_probe_read_user calls.
+func probeReads(insns asm.Instructions) int {
+	n := 0
+	for _, in := range insns {
+		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
+			n++
+		}
+	}
+	return n
+}
+
 // A shared prefix (c->read) is loaded once: count the probe reads.
 func TestSharedPrefixReadOnce(t *testing.T) {
 	plans := testPlans()[1:3] // c->read->eof, c->read->error
@@ -82,12 +93,7 @@ func TestSharedPrefixReadOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reads := 0
-	for _, in := range insns {
-		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
-			reads++
-		}
-	}
+	reads := probeReads(insns)
 	// One pointer load for c->read, then one final read per value.
 	if reads != 3 {
 		t.Fatalf("probe_read_user calls = %d, want 3 (1 shared load + 2 final reads)\n%v", reads, insns)
@@ -233,12 +239,7 @@ func TestFilterReadsGrouped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reads := 0
-	for _, in := range insns {
-		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
-			reads++
-		}
-	}
+	reads := probeReads(insns)
 	// One copy of c from its read event to its flags, then c->read's and
 	// c->write's flag bytes: 3 reads for 6 comparisons (9 without grouping).
 	if reads != 3 {
@@ -249,12 +250,7 @@ func TestFilterReadsGrouped(t *testing.T) {
 	if insns, err = generate(program{where: far}, fakeMaps); err != nil {
 		t.Fatal(err)
 	}
-	reads = 0
-	for _, in := range insns {
-		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
-			reads++
-		}
-	}
+	reads = probeReads(insns)
 	if reads != 4 {
 		t.Fatalf("probe_read_user calls = %d with a field past the window, want 4\n%v", reads, insns)
 	}
@@ -263,12 +259,7 @@ func TestFilterReadsGrouped(t *testing.T) {
 	if insns, err = generate(program{where: manyGroups()}, fakeMaps); err != nil {
 		t.Fatal(err)
 	}
-	reads = 0
-	for _, in := range insns {
-		if in.IsBuiltinCall() && asm.BuiltinFunc(in.Constant) == asm.FnProbeReadUser {
-			reads++
-		}
-	}
+	reads = probeReads(insns)
 	if reads != maxValueGroups+8 {
 		t.Fatalf("probe_read_user calls = %d for 12 groups of two, want %d", reads, maxValueGroups+8)
 	}

@@ -70,26 +70,18 @@ const (
 	spanWindow = pseudoLowest - slotSpan
 )
 
-// filterReadsSaved: a plan of the filter starts from an entry root a
-// return probe reads from the saved-roots map.
+// filterReadsSaved: a return probe's filter reads an entry argument,
+// from the saved-roots map.
 func filterReadsSaved(p program, c Cond) bool {
-	saved := func(plan *symbols.Plan) bool {
-		r := plan.Root
-		return r.Unavailable == "" && !r.Const && !r.Return && r.Reg < RegObject && p.isReturn
+	if !p.isReturn {
+		return false
 	}
-	switch c := c.(type) {
-	case And:
-		return filterReadsSaved(p, c.L) || filterReadsSaved(p, c.R)
-	case Or:
-		return filterReadsSaved(p, c.L) || filterReadsSaved(p, c.R)
-	case Not:
-		return filterReadsSaved(p, c.X)
-	case Compare:
-		return (c.L.Plan != nil && saved(c.L.Plan)) || (c.R.Plan != nil && saved(c.R.Plan))
-	case StringEquals:
-		return saved(c.Plan)
+	for _, plan := range condPlans(c, true, nil) {
+		if savedRoot(plan) {
+			return true
+		}
 	}
-	return true // unknown: look up early, as before
+	return false
 }
 
 // maxLiteral bounds string literals in filters: they are compared from

@@ -67,20 +67,13 @@ func valueKey(plan *symbols.Plan) string {
 	return fmt.Sprintf("%s@%d:%d", prefixKey(plan.Root, plan.Loads), plan.Read.Offset, plan.Read.Size)
 }
 
-// filterPlans lists the plans of a filter's numeric comparisons.
-func filterPlans(c Cond, out []*symbols.Plan) []*symbols.Plan {
-	switch c := c.(type) {
-	case And:
-		return filterPlans(c.R, filterPlans(c.L, out))
-	case Or:
-		return filterPlans(c.R, filterPlans(c.L, out))
-	case Not:
-		return filterPlans(c.X, out)
-	case Compare:
-		for _, o := range []Operand{c.L, c.R} {
-			if o.Plan != nil && o.Plan.Root.Unavailable == "" {
-				out = append(out, o.Plan)
-			}
+// filterPlans lists the located plans of a filter's numeric comparisons:
+// a string compared with a literal is read where it is compared.
+func filterPlans(c Cond) []*symbols.Plan {
+	var out []*symbols.Plan
+	for _, plan := range condPlans(c, false, nil) {
+		if plan.Root.Unavailable == "" {
+			out = append(out, plan)
 		}
 	}
 	return out
@@ -124,7 +117,7 @@ func collectFilterReads(where Cond) []*filterRead {
 		seen[r.key()] = r
 		order = append(order, r)
 	}
-	for _, plan := range filterPlans(where, nil) {
+	for _, plan := range filterPlans(where) {
 		for k := 0; k < cacheablePrefixes(plan); k++ {
 			add(&filterRead{base: prefixKey(plan.Root, plan.Loads[:k]), depth: k, plan: plan,
 				off: plan.Loads[k], size: 8, child: prefixKey(plan.Root, plan.Loads[:k+1])})

@@ -95,7 +95,7 @@ func plan(probes []*Probe, filter processFilter, wakeupBytes uint32, stackBytes 
 			continue
 		}
 		for _, v := range p.plans() {
-			if v.Root.Const || v.Root.Return || v.Root.Reg >= RegObject || v.Root.Unavailable != "" {
+			if !savedRoot(v) {
 				continue
 			}
 			r := rootKey{v.Root.Reg, v.Root.Add}
@@ -174,29 +174,7 @@ func (p *Probe) atEntry() bool {
 // plans lists every plan the probe evaluates: values, filter operands,
 // the diff's key and field, and aggregation keys and values.
 func (p *Probe) plans() []*symbols.Plan {
-	out := append([]*symbols.Plan(nil), p.Values...)
-	var walk func(c Cond)
-	walk = func(c Cond) {
-		switch c := c.(type) {
-		case And:
-			walk(c.L)
-			walk(c.R)
-		case Or:
-			walk(c.L)
-			walk(c.R)
-		case Not:
-			walk(c.X)
-		case Compare:
-			for _, o := range []Operand{c.L, c.R} {
-				if o.Plan != nil {
-					out = append(out, o.Plan)
-				}
-			}
-		case StringEquals:
-			out = append(out, c.Plan)
-		}
-	}
-	walk(p.Filter)
+	out := condPlans(p.Filter, true, append([]*symbols.Plan(nil), p.Values...))
 	if p.LuaState != nil {
 		out = append(out, p.LuaState)
 	}
@@ -214,9 +192,40 @@ func (p *Probe) plans() []*symbols.Plan {
 
 // readsSaved reports whether a return probe reads an argument saved at
 // entry (not only $retval or constants).
+// savedRoot: the plan starts from an entry argument, which a return probe
+// reads from what its entry saved (not $retval, a constant, a pseudo
+// register or a value located nowhere).
+func savedRoot(v *symbols.Plan) bool {
+	return !v.Root.Const && !v.Root.Return && v.Root.Reg < RegObject && v.Root.Unavailable == ""
+}
+
+// condPlans appends the plans a condition reads to out: its comparisons'
+// operands, and with strings the strings compared with literals.
+func condPlans(c Cond, strings bool, out []*symbols.Plan) []*symbols.Plan {
+	switch c := c.(type) {
+	case And:
+		return condPlans(c.R, strings, condPlans(c.L, strings, out))
+	case Or:
+		return condPlans(c.R, strings, condPlans(c.L, strings, out))
+	case Not:
+		return condPlans(c.X, strings, out)
+	case Compare:
+		for _, o := range []Operand{c.L, c.R} {
+			if o.Plan != nil {
+				out = append(out, o.Plan)
+			}
+		}
+	case StringEquals:
+		if strings {
+			out = append(out, c.Plan)
+		}
+	}
+	return out
+}
+
 func readsSaved(p *Probe) bool {
 	for _, v := range p.plans() {
-		if !v.Root.Const && !v.Root.Return && v.Root.Reg < RegObject && v.Root.Unavailable == "" {
+		if savedRoot(v) {
 			return true
 		}
 	}
