@@ -130,10 +130,11 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		if conn == 0 {
 			return nil // not about a connection (a config or cycle message)
 		}
-	case groupClose, groupTerminate, groupNext, groupH2Reset, groupStream, groupTunnel, groupGaveUp, groupH2Goaway:
-		conn = uint64(num(ev, g, "conn"))
 	default:
-		return nil
+		if (&incident{}).single(g) == nil {
+			return nil
+		}
+		conn = uint64(num(ev, g, "conn"))
 	}
 	key := incidentKey{pid: ev.PID, conn: conn}
 	in := e.pending[key]
@@ -146,23 +147,10 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		e.pending[key] = in
 	}
 	in.last = ev.Time
+	if slot := in.single(g); slot != nil {
+		*slot = &ev
+	}
 	switch g {
-	case groupClose:
-		in.close = &ev
-	case groupTerminate:
-		in.term = &ev
-	case groupNext:
-		in.next = &ev
-	case groupH2Reset:
-		in.h2 = &ev
-	case groupStream:
-		in.stream = &ev
-	case groupTunnel:
-		in.tunnel = &ev
-	case groupGaveUp:
-		in.gaveUp = &ev
-	case groupH2Goaway:
-		in.goaway = &ev
 	case groupError:
 		if len(in.errors) < maxKept {
 			in.errors = append(in.errors, ev)
@@ -178,6 +166,31 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		return append(out, e.explain(in)...)
 	}
 	return out
+}
+
+// single is where an incident keeps the event of a group it keeps one of
+// (the last seen, each with the client's *N as "conn"); nil for the
+// others.
+func (in *incident) single(group string) **output.Event {
+	switch group {
+	case groupClose:
+		return &in.close
+	case groupTerminate:
+		return &in.term
+	case groupNext:
+		return &in.next
+	case groupH2Reset:
+		return &in.h2
+	case groupStream:
+		return &in.stream
+	case groupTunnel:
+		return &in.tunnel
+	case groupGaveUp:
+		return &in.gaveUp
+	case groupH2Goaway:
+		return &in.goaway
+	}
+	return nil
 }
 
 // MaxPending bounds the incidents waiting for more events: past it, the
@@ -496,10 +509,7 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 		v.Summary = "nginx closed the connection at worker_shutdown_timeout: the worker was shutting down (a reload or quit) " + phaseWhile(v.Phase)
 		v.Summary = strings.TrimSpace(v.Summary)
 		v.DecidedAt, v.Via = f, ""
-		e.verdicts++
-		return []output.Verdict{v}
-	}
-	if v.DecidedAt == nil || dispatch[symbols.BaseName(v.DecidedAt.Symbol)] {
+	} else if v.DecidedAt == nil || dispatch[symbols.BaseName(v.DecidedAt.Symbol)] {
 		// The handler that decided returned, or tail-called the close:
 		// name it from the event handler that was running.
 		if h := e.decidingHandler(in, primary); h != "" {
