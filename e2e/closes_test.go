@@ -666,20 +666,30 @@ func TestClosesHealthy(t *testing.T) {
 					t.Errorf("GET %s: %d", path, resp.StatusCode)
 				}
 			}
-			keepalive := &http.Transport{DialContext: dial, MaxConnsPerHost: 10, MaxIdleConnsPerHost: 10}
+			// One transport per client, with one connection at a time: a
+			// shared pool dials spare connections when requests race for
+			// an idle one, and closes them unused at the end, which nginx
+			// rightly logs as "client closed connection while waiting for
+			// request" and closes reports as no_request.
 			var wg sync.WaitGroup
 			for g := range 10 {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					keepalive := &http.Transport{DialContext: dial, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}
+					defer keepalive.CloseIdleConnections()
 					client := &http.Client{Transport: keepalive, Timeout: 10 * time.Second}
 					for i := range 500 {
 						get(client, fmt.Sprintf("/keepalive/%d/%d", g, i))
+						if g%2 == 0 && i == 249 {
+							// Half the clients leave an idle connection
+							// mid-way: a healthy client_closed_keepalive.
+							keepalive.CloseIdleConnections()
+						}
 					}
 				}()
 			}
 			wg.Wait()
-			keepalive.CloseIdleConnections()
 			closing := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 10 * time.Second}
 			for i := range 1000 {
 				get(closing, fmt.Sprintf("/close/%d", i))
@@ -702,6 +712,11 @@ func TestClosesHealthy(t *testing.T) {
 			}
 			if got := final.Healthy["closed_after_response"]; got != 1000 {
 				t.Errorf("closed_after_response %d, want 1000 (the Connection: close requests)", got)
+			}
+			// Each even client closed two idle connections: at its 250th
+			// request and at its end.
+			if got := final.Healthy["client_closed_keepalive"]; got != 10 {
+				t.Errorf("client_closed_keepalive %d, want 10", got)
 			}
 			// The access log's $connection: a connection with 100 requests
 			// is one nginx ended at keepalive_requests.
