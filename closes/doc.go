@@ -11,7 +11,9 @@
 //     the kernel counts the healthy ends by kind (keepalive timeout,
 //     client closed an idle keepalive connection, closed after the
 //     response) and sends an event only when the connection's flags say
-//     it ended abnormally (error, timedout, eof outside keepalive);
+//     it ended abnormally (error, timedout, eof outside keepalive); with
+//     all (closes --all) it sends the healthy ends too, which the engine
+//     then makes verdicts marked healthy;
 //   - ngx_http_terminate_request: a request ended with 444, 499, 408, an
 //     error or a broken connection;
 //   - ngx_connection_error: every socket error nginx handles, with errno;

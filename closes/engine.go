@@ -25,17 +25,16 @@ type Engine struct {
 	// Quiet is how long an incident waits for more events; DefaultQuiet
 	// if zero.
 	Quiet time.Duration
-	// All makes healthy closes seen in user space (a lingering close
-	// ended by the client's FIN) verdicts too.
+	// All makes every healthy close a verdict too, marked Healthy: those
+	// the engine recognizes (a lingering close, a tunnel the client
+	// closed) and, from the probe set ProbeSet makes with all, the
+	// "healthy" events the kernel would otherwise count. The counts do
+	// not change with it.
 	All bool
 
 	pending  map[incidentKey]*incident
 	healthy  map[string]uint64
 	verdicts uint64
-	// countedTwice: tunnels the upstream ended, whose client close the
-	// kernel counted healthy (no flag said otherwise) and the engine
-	// explained; Healthy takes them back out of the kernel's count.
-	countedTwice uint64
 }
 
 type incidentKey struct {
@@ -56,8 +55,11 @@ type incident struct {
 	tunnel *output.Event
 	gaveUp *output.Event
 	goaway *output.Event
-	errors []output.Event
-	logs   []output.Event
+	// healthy is the close of a connection that ended healthily
+	// (ProbeSet with all).
+	healthy *output.Event
+	errors  []output.Event
+	logs    []output.Event
 }
 
 // event is an output.Event with its values by group and name.
@@ -160,7 +162,7 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 			in.logs = append(in.logs, ev)
 		}
 	}
-	if g == groupClose || g == groupStream {
+	if g == groupClose || g == groupStream || g == groupHealthy {
 		// The connection is gone: nothing more will come for it.
 		delete(e.pending, key)
 		return append(out, e.explain(in)...)
@@ -189,6 +191,8 @@ func (in *incident) single(group string) **output.Event {
 		return &in.gaveUp
 	case groupH2Goaway:
 		return &in.goaway
+	case groupHealthy:
+		return &in.healthy
 	}
 	return nil
 }
@@ -253,9 +257,6 @@ func (e *Engine) Healthy(agg, keepaliveLimit *output.Aggregate) []output.Healthy
 			idle, eof, timedout := keyBit(r.Keys[0]), keyBit(r.Keys[1]), keyBit(r.Keys[2])
 			counts[healthyKind(idle, eof, timedout)] += uint64(r.Count)
 		}
-		if n, ok := counts[HealthyAfterResponse]; ok && n >= e.countedTwice {
-			counts[HealthyAfterResponse] = n - e.countedTwice
-		}
 	}
 	if keepaliveLimit != nil {
 		for _, r := range keepaliveLimit.Rows {
@@ -297,6 +298,51 @@ const (
 	// An HTTP/2 client that said goodbye (GOAWAY, NO_ERROR) and left.
 	HealthyH2ClientGoaway = "h2_client_goaway"
 )
+
+// healthyClose counts a healthy close of kind and, with All, makes v its
+// verdict (true): marked Healthy, with the kind as its cause.
+func (e *Engine) healthyClose(v *output.Verdict, kind, initiator, summary string) bool {
+	e.healthy[kind]++
+	if !e.All {
+		return false
+	}
+	v.Healthy, v.Cause, v.Initiator, v.Summary = true, kind, initiator, summary
+	return true
+}
+
+// healthyEvent explains a "healthy" event (ProbeSet with all): the close
+// the kernel would otherwise have counted, by the same kinds.
+func (e *Engine) healthyEvent(h output.Event, v *output.Verdict) bool {
+	g := groupHealthy
+	v.Peer = str(h, g, "client")
+	v.Phase = phaseOf(e.handler(h, g, "rh"))
+	kind := healthyEventKind(h)
+	initiator, summary := Nginx, ""
+	switch kind {
+	case HealthyKeepaliveClosed:
+		initiator, summary = Client, "client closed its idle keepalive connection"
+	case HealthyKeepaliveTimeout:
+		summary = "nginx closed the idle keepalive connection (keepalive_timeout)"
+	case HealthyIdleClosed:
+		summary = "nginx closed an idle connection (a reload or shutdown, or worker_connections ran out)"
+	case HealthyKeepaliveLimit:
+		summary = "nginx closed the keepalive connection after a complete response, not its first (keepalive_requests or keepalive_time reached, or the client asked)"
+	default:
+		summary = "nginx closed the connection after a complete response (Connection: close)"
+	}
+	return e.healthyClose(v, kind, initiator, summary)
+}
+
+// healthyEventKind is the kind of a "healthy" event's close, as the
+// kernel counts it without all (ProbeSet's two counting filters).
+func healthyEventKind(h output.Event) string {
+	g := groupHealthy
+	idle := num(h, g, "idle") != 0
+	if !idle && num(h, g, "requests") > 1 {
+		return HealthyKeepaliveLimit
+	}
+	return healthyKind(idle, num(h, g, "eof") != 0, num(h, g, "timedout") != 0)
+}
 
 func healthyKind(idle, eof, timedout bool) string {
 	switch {
@@ -436,6 +482,16 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	// it (a retry the client did not wait for); an upstream failure over
 	// the close it led to; a decision nginx logged over a close that
 	// looks healthy.
+	// The kernel counts a client connection's close by its own flags,
+	// whatever verdict its incident gets (a 502 and then a close after
+	// that complete response is a healthy close); so does the engine, for
+	// the counts to be the same with All.
+	counted := false
+	defer func() {
+		if in.healthy != nil && !counted {
+			e.healthy[healthyEventKind(*in.healthy)]++
+		}
+	}()
 	upLog := upstreamLog(in)
 	termRC := int64(0)
 	if in.term != nil {
@@ -458,9 +514,6 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 		primary = in.tunnel
 		if !e.tunneled(in, &v) {
 			return nil
-		}
-		if in.close == nil {
-			e.countedTwice++
 		}
 	case in.close != nil && limit == "" && upLog == nil:
 		primary = in.close
@@ -488,6 +541,12 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	case len(in.errors) > 0:
 		primary = &in.errors[0]
 		e.errorOnly(in, &v)
+	case in.healthy != nil:
+		primary = in.healthy
+		counted = true
+		if !e.healthyEvent(*in.healthy, &v) {
+			return nil
+		}
 	default:
 		return nil
 	}
@@ -500,7 +559,7 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	v.Time = primary.Time
 	v.Stack = primary.Stack
 	v.DecidedAt, v.Via = decided(primary.Stack)
-	if f := shutdownFrame(in); f != nil {
+	if f := shutdownFrame(in); f != nil && !v.Healthy {
 		// The worker was shutting down (a reload or quit) and its
 		// worker_shutdown_timeout closed what was still open: the flags
 		// the timer set (c->close, c->error) are nginx's, not the
@@ -520,7 +579,9 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 			v.DecidedAt, v.Via = &output.Frame{Symbol: h}, via
 		}
 	}
-	e.verdicts++
+	if !v.Healthy {
+		e.verdicts++
+	}
 	return []output.Verdict{v}
 }
 
@@ -820,25 +881,21 @@ func (e *Engine) closed(in *incident, v *output.Verdict) bool {
 	timedout := num(c, "close read", "timedout") != 0 || num(c, "close write", "timedout") != 0 || num(c, g, "timedout") != 0
 	goawayCode, goaway := goawayError(in)
 	switch {
-	case goaway && goawayCode == 0 && errno == 0 && !e.All:
-		e.healthy[HealthyH2ClientGoaway]++
-		return false
+	case goaway && goawayCode == 0 && errno == 0:
+		return e.healthyClose(v, HealthyH2ClientGoaway, Client, "client ended the HTTP/2 connection with GOAWAY (NO_ERROR) and closed it")
 	case goaway && goawayCode != 0:
 		v.Initiator, v.Cause, v.Phase = Client, CauseH2Goaway, PhaseHTTP2
 		v.Summary = fmt.Sprintf("client ended the HTTP/2 connection with GOAWAY, error %s", h2ErrorName(goawayCode))
-	case phase == PhaseLingeringClose && errno == 0 && !e.All:
-		e.healthy[HealthyLingering]++
-		return false
-	case phase == PhaseHTTP2 && errno == 0 && !readErr && num(c, "close write", "error") == 0 && !e.All:
+	case phase == PhaseLingeringClose && errno == 0:
+		return e.healthyClose(v, HealthyLingering, Nginx, "nginx closed the connection after a lingering close (lingering_close), which the client's FIN or lingering_timeout ended")
+	case phase == PhaseHTTP2 && errno == 0 && !readErr && num(c, "close write", "error") == 0:
 		// An HTTP/2 connection ends with the client's FIN, or an idle
 		// timeout, outside any stream: HTTP/2's keepalive. (Its
 		// c->error is set by ngx_http_v2_finalize_connection.)
-		kind := HealthyKeepaliveClosed
 		if timedout {
-			kind = HealthyKeepaliveTimeout
+			return e.healthyClose(v, HealthyKeepaliveTimeout, Nginx, "nginx closed the idle HTTP/2 connection (keepalive_timeout)")
 		}
-		e.healthy[kind]++
-		return false
+		return e.healthyClose(v, HealthyKeepaliveClosed, Client, "client closed its idle HTTP/2 connection")
 	case errno != 0:
 		v.Initiator, v.Cause, v.Errno = Client, errnoCause(errno), errno
 		v.Summary = fmt.Sprintf("client connection failed: %s %s", failed(text, errno), phaseWhile(phase))
@@ -913,12 +970,8 @@ func (e *Engine) tunneled(in *incident, v *output.Verdict) bool {
 	case num(t, "tunnel client", "timedout") != 0:
 		v.Initiator, v.Cause = Client, CauseTimeout
 		v.Summary = "client stopped reading " + phaseWhile(PhaseTunnel) + " (send_timeout)"
-	case num(t, "tunnel client", "eof") != 0 && !e.All:
-		e.healthy[HealthyTunnelClosed]++
-		return false
 	case num(t, "tunnel client", "eof") != 0:
-		v.Initiator, v.Cause = Client, CauseFIN
-		v.Summary = "client closed the tunnel (FIN); nginx closed the upstream connection"
+		return e.healthyClose(v, HealthyTunnelClosed, Client, "client closed the tunnel (FIN); nginx closed the upstream connection")
 	case num(t, "tunnel upstream", "eof") != 0:
 		upstreamSide()
 		v.Cause = CauseFIN

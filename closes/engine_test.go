@@ -141,8 +141,8 @@ func TestEvidenceOrder(t *testing.T) {
 	}
 }
 
-// A tunnel's end: the backend's FIN is a verdict, its client close the
-// kernel counted healthy is taken back out of that count; a tunnel the
+// A tunnel's end: the backend's FIN is a verdict (its client connection's
+// close, with no flag set, the kernel counts by its kind); a tunnel the
 // client closed is healthy.
 func TestTunnelEnds(t *testing.T) {
 	e := &Engine{}
@@ -170,8 +170,8 @@ func TestTunnelEnds(t *testing.T) {
 	for _, h := range e.Healthy(kernel, nil) {
 		got[h.Kind] = h.Count
 	}
-	if got[HealthyTunnelClosed] != 1 || got[HealthyAfterResponse] != 9 {
-		t.Errorf("healthy %v: want 1 %s and 9 of the kernel's 10 %s (one was the explained tunnel)", got, HealthyTunnelClosed, HealthyAfterResponse)
+	if got[HealthyTunnelClosed] != 1 || got[HealthyAfterResponse] != 10 {
+		t.Errorf("healthy %v: want 1 %s and the kernel's 10 %s", got, HealthyTunnelClosed, HealthyAfterResponse)
 	}
 }
 
@@ -205,5 +205,75 @@ func TestH2Goaway(t *testing.T) {
 	}
 	if got[HealthyH2ClientGoaway] != 1 || got[HealthyKeepaliveClosed] != 1 {
 		t.Errorf("healthy %v: want one %s and one %s", got, HealthyH2ClientGoaway, HealthyKeepaliveClosed)
+	}
+}
+
+// With All, every healthy close is a verdict marked healthy, named by the
+// kind the kernel would have counted it as; the counts are the same as
+// without it, and Verdicts counts the abnormal ones only.
+func TestAllMakesHealthyVerdicts(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		e := &Engine{All: all, Symbolize: func(uint32, uint64) string { return "ngx_http_keepalive_handler" }}
+		healthy := func(conn, idle, eof, timedout, requests int64) output.Event {
+			return ev(t0, "healthy", "conn", conn, "healthy", "client", "203.0.113.7", "healthy", "idle", idle, "healthy", "eof", eof,
+				"healthy", "timedout", timedout, "healthy", "requests", requests, "healthy", "rh", output.Pointer(0x10))
+		}
+		want := []struct {
+			ev        output.Event
+			kind      string
+			initiator string
+		}{
+			{healthy(1, 1, 0, 1, 3), HealthyKeepaliveTimeout, Nginx},
+			{healthy(2, 1, 1, 0, 1), HealthyKeepaliveClosed, Client},
+			{healthy(3, 0, 0, 0, 1), HealthyAfterResponse, Nginx},
+			{healthy(4, 0, 0, 0, 100), HealthyKeepaliveLimit, Nginx},
+			{healthy(5, 1, 0, 0, 2), HealthyIdleClosed, Nginx},
+		}
+		for _, w := range want {
+			vs := e.Add(w.ev)
+			if !all {
+				if len(vs) != 0 {
+					t.Errorf("without All, a verdict for %s: %+v", w.kind, vs)
+				}
+				continue
+			}
+			if len(vs) != 1 {
+				t.Fatalf("%s: %d verdicts, want 1", w.kind, len(vs))
+			}
+			v := vs[0]
+			if !v.Healthy || v.Cause != w.kind || v.Initiator != w.initiator || v.Peer != "203.0.113.7" || v.Phase != PhaseIdle || v.Summary == "" {
+				t.Errorf("%s: verdict %+v", w.kind, v)
+			}
+		}
+		// A tunnel the upstream ended: its client's close (no flag set)
+		// ends the abnormal verdict's incident, no healthy verdict; it is
+		// counted by its kind, as the kernel counts it without All.
+		e.Add(ev(t0, "tunnel", "conn", int64(6), "tunnel", "uconn", int64(7), "tunnel upstream", "eof", int64(1)))
+		vs := e.Add(healthy(6, 0, 0, 0, 1))
+		if len(vs) != 1 || vs[0].Healthy || vs[0].Cause != CauseFIN || vs[0].Side != Upstream {
+			t.Errorf("a tunnel the backend closed: %+v", vs)
+		}
+		got := map[string]uint64{}
+		for _, h := range e.Healthy(nil, nil) {
+			got[h.Kind] = h.Count
+		}
+		if all {
+			for _, w := range want {
+				n := uint64(1)
+				if w.kind == HealthyAfterResponse {
+					n = 2 // and the tunnel's client
+				}
+				if got[w.kind] != n {
+					t.Errorf("healthy counts %v: want one of each kind, and the tunnel's client closed_after_response", got)
+					break
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("healthy counts %v: want %d kinds", got, len(want))
+			}
+		}
+		if e.Verdicts() != 1 {
+			t.Errorf("All=%v: Verdicts() = %d, want 1 (the tunnel)", all, e.Verdicts())
+		}
 	}
 }

@@ -24,6 +24,7 @@ const (
 	groupTunnel    = "tunnel"
 	groupGaveUp    = "gave up"
 	groupH2Goaway  = "h2 goaway"
+	groupHealthy   = "healthy"
 )
 
 // HealthyAggregation is the aggregation that counts healthy closes in the
@@ -41,13 +42,26 @@ const KeepaliveLimitAggregation = "healthy_keepalive_limit"
 // keepalive wait, or nginx's own close (444 sets c->timedout).
 const abnormal = `c->error || c->timedout || c->read->error || c->write->error || c->write->timedout || (!c->idle && (c->read->eof || c->read->timedout))`
 
-const core = `
+// countHealthy counts healthy closes in the kernel, by kind: nothing
+// reaches user space for them.
+const countHealthy = `
 ngx_http_close_connection / !(` + abnormal + `) && (c->idle || c->requests <= 1) / {
 	@healthy[c->idle, c->read->eof, c->read->timedout] = count()
 }
 ngx_http_close_connection / !(` + abnormal + `) && !c->idle && c->requests > 1 / {
 	@healthy_keepalive_limit = count()
 }
+`
+
+// printHealthy sends every healthy close to user space instead (closes
+// --all): one event per connection, for a verdict marked healthy.
+const printHealthy = `
+ngx_http_close_connection / !(` + abnormal + `) / {
+	print("healthy", conn = c->number, client = c->addr_text, idle = c->idle, eof = c->read->eof, timedout = c->read->timedout, requests = c->requests, rh = c->read->handler)
+}
+`
+
+const core = `
 ngx_http_close_connection / ` + abnormal + ` / {
 	print("close", conn = c->number, client = c->addr_text, idle = c->idle, error = c->error, timedout = c->timedout, requests = c->requests, sent = c->sent, rh = c->read->handler, wh = c->write->handler)
 	print("close read", eof = c->read->eof, error = c->read->error, timedout = c->read->timedout)
@@ -123,9 +137,15 @@ const gaveUp = `
 // ProbeSet returns the probe-set script for an nginx that has the
 // functions has reports: the HTTP/2 and stream parts only where nginx
 // was built (or loads modules) with them, and the call sites' parts
-// where sites has them.
-func ProbeSet(has func(string) bool, sites Sites) string {
+// where sites has them. Healthy closes are counted in the kernel, or
+// with all sent as events (one per connection: closes --all).
+func ProbeSet(has func(string) bool, sites Sites, all bool) string {
 	var b strings.Builder
+	if all {
+		b.WriteString(printHealthy)
+	} else {
+		b.WriteString(countHealthy)
+	}
 	h2 := ""
 	if has("ngx_http_v2_state_rst_stream") {
 		h2 = ", h2 = r->stream"

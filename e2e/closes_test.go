@@ -44,6 +44,7 @@ type Verdict struct {
 	Errno     int    `json:"errno"`
 	ErrorLog  string `json:"error_log"`
 	Summary   string `json:"summary"`
+	Healthy   bool   `json:"healthy"`
 	DecidedAt *struct {
 		Symbol string `json:"symbol"`
 		File   string `json:"file"`
@@ -99,6 +100,21 @@ func closesOutput(t testing.TB, p *proc) ([]Verdict, *ClosesCount) {
 		}
 	}
 	return vs, final
+}
+
+// closesIntervals parses the periodic (--interval) counts closes printed.
+func closesIntervals(t testing.TB, p *proc) []ClosesCount {
+	t.Helper()
+	var out []ClosesCount
+	for _, line := range strings.Split(p.stdout.String(), "\n") {
+		var m struct {
+			Closes *ClosesCount `json:"closes"`
+		}
+		if json.Unmarshal([]byte(line), &m) == nil && m.Closes != nil && !m.Closes.Final {
+			out = append(out, *m.Closes)
+		}
+	}
+	return out
 }
 
 // closeUpstream is a scripted upstream: it reads one request header, then
@@ -427,11 +443,15 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	}
 
 	p := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
+	// Side by side: --all prints the healthy closes too, and the counts
+	// every second; its counts must be the plain trace's.
+	all := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "--all", "--interval", "1s", "-o", "json")
 	var col *otelcoltest.Collector
 	var exporter *proc
 	if otlp {
 		col = otelcoltest.Start(t, otelcoltest.Options{})
-		exporter = startProbe(t, append([]string{"closes", "-p", fmt.Sprint(srv.MasterPID())}, otlpArgs(col)...)...)
+		// With --all: the healthy closes arrive as INFO records, marked.
+		exporter = startProbe(t, append([]string{"closes", "--all", "-p", fmt.Sprint(srv.MasterPID())}, otlpArgs(col)...)...)
 	}
 	var conns []uint64
 	for _, c := range cases {
@@ -452,7 +472,8 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	wc.Close()
 	wsConn := awaitConn(t, srv, "websocket client close", "GET /ws-client-close HTTP/1.1 101", "")
 	// An HTTP/2 client that says goodbye (GOAWAY, NO_ERROR): healthy.
-	h2Goaway(t, tlsAddr, "/big/small.txt", http2.ErrCodeNo)
+	h2Goaway(t, tlsAddr, "/big/small.txt?bye", http2.ErrCodeNo)
+	byeConn := awaitConn(t, srv, "HTTP/2 GOAWAY without an error", "GET /big/small.txt?bye HTTP/2.0", "")
 	// The keepalive_timeout case: healthy, counted, no verdict.
 	kc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -462,8 +483,10 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	_ = kc.SetReadDeadline(time.Now().Add(3 * time.Second))
 	_, _ = io.Copy(io.Discard, kc) // until nginx closes it after keepalive_timeout
 	kc.Close()
+	keepaliveConn := awaitConn(t, srv, "keepalive_timeout", "GET /keepalive HTTP/1.1", "")
 	time.Sleep(500 * time.Millisecond) // past the engine's quiet period
 	stopProbeOK(t, p)
+	stopProbeOK(t, all)
 	if exporter != nil {
 		stopProbeOK(t, exporter)
 	}
@@ -511,6 +534,7 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	if final.Verdicts != uint64(len(verdicts)) {
 		t.Errorf("final counts say %d verdicts, %d printed", final.Verdicts, len(verdicts))
 	}
+	checkClosesAll(t, all, verdicts, final, map[uint64]string{wsConn: "tunnel_closed_by_client", byeConn: "h2_client_goaway", keepaliveConn: "keepalive_timeout"})
 	if exporter == nil {
 		return
 	}
@@ -523,7 +547,7 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 	for i, c := range cases {
 		found := false
 		for _, r := range recs {
-			if r.EventName != "ngxprobe.verdict" || fmt.Sprint(r.Attributes["nginx.connection.number"]) != fmt.Sprint(conns[i]) {
+			if r.EventName != "ngxprobe.verdict" || fmt.Sprint(r.Attributes["nginx.connection.number"]) != fmt.Sprint(conns[i]) || r.Attributes["ngxprobe.verdict.healthy"] == true {
 				continue
 			}
 			found = true
@@ -538,9 +562,93 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 			t.Errorf("%s: no OTLP verdict for *%d", c.name, conns[i])
 		}
 	}
+	wsHealthy := false
+	for _, r := range recs {
+		if r.EventName == "ngxprobe.verdict" && fmt.Sprint(r.Attributes["nginx.connection.number"]) == fmt.Sprint(wsConn) {
+			wsHealthy = r.Attributes["ngxprobe.verdict.healthy"] == true && r.SeverityText == "INFO" &&
+				r.Attributes["ngxprobe.verdict.cause"] == "tunnel_closed_by_client" && strings.Contains(fmt.Sprint(r.Body), "healthy (tunnel_closed_by_client)")
+			if !wsHealthy {
+				t.Errorf("otlp: the tunnel the client closed (*%d): %+v, want a healthy INFO record", wsConn, r)
+			}
+		}
+	}
+	if !wsHealthy {
+		t.Errorf("otlp: no healthy record for the tunnel the client closed (*%d)", wsConn)
+	}
 	last := recs[len(recs)-1]
 	if last.EventName != "ngxprobe.summary" {
 		t.Errorf("last OTLP record %q, want the summary", last.EventName)
+	}
+}
+
+// checkClosesAll checks closes --all --interval against the plain trace
+// that ran beside it (its verdicts and final counts): the same abnormal
+// verdicts, a healthy verdict for each healthy close it counted but those
+// that ended an abnormal verdict's incident (a 502, then a close after
+// that complete response), the named ones of kind want[*N], the same
+// counts, and counts every second.
+func checkClosesAll(t *testing.T, all *proc, plain []Verdict, plainFinal *ClosesCount, want map[uint64]string) {
+	t.Helper()
+	verdicts, final := closesOutput(t, all)
+	if final == nil {
+		t.Fatalf("closes --all: no final counts:\n%s", all)
+	}
+	abnormal := map[string]int{}
+	for _, v := range plain {
+		abnormal[fmt.Sprintf("*%d %s/%s", v.Conn, v.Initiator, v.Cause)]++
+	}
+	healthy := map[string]uint64{}
+	for _, v := range verdicts {
+		if !v.Healthy {
+			abnormal[fmt.Sprintf("*%d %s/%s", v.Conn, v.Initiator, v.Cause)]--
+			continue
+		}
+		healthy[v.Cause]++
+		t.Logf("closes --all: *%d %s/%s/%s — %s", v.Conn, v.Initiator, v.Cause, v.Phase, v.Summary)
+		if kind, ok := want[v.Conn]; ok {
+			if v.Cause != kind {
+				t.Errorf("closes --all: *%d healthy %q, want %q: %+v", v.Conn, v.Cause, kind, v)
+			}
+			delete(want, v.Conn)
+		}
+		if v.Summary == "" || v.Initiator == "" || v.Peer == "" {
+			t.Errorf("closes --all: a healthy verdict without summary, initiator or peer: %+v", v)
+		}
+	}
+	for k, n := range abnormal {
+		if n != 0 {
+			t.Errorf("closes --all: abnormal verdict %s printed %d times more by the plain trace than by --all", k, n)
+		}
+	}
+	for conn, kind := range want {
+		t.Errorf("closes --all: no healthy verdict for *%d (%s)", conn, kind)
+	}
+	var printed, counted uint64
+	for kind, n := range final.Healthy {
+		if healthy[kind] > n {
+			t.Errorf("closes --all: %d healthy verdicts of kind %s, %d counted", healthy[kind], kind, n)
+		}
+		printed, counted = printed+healthy[kind], counted+n
+	}
+	if counted-printed > final.Verdicts || printed == 0 {
+		t.Errorf("closes --all: %d healthy verdicts by kind %v, %d counted %v: more than the %d abnormal verdicts' closes unprinted", printed, healthy, counted, final.Healthy, final.Verdicts)
+	}
+	if fmt.Sprint(final.Healthy) != fmt.Sprint(plainFinal.Healthy) || final.Verdicts != plainFinal.Verdicts {
+		t.Errorf("closes --all counted %d verdicts and %v healthy; the plain trace %d and %v", final.Verdicts, final.Healthy, plainFinal.Verdicts, plainFinal.Healthy)
+	}
+	intervals := closesIntervals(t, all)
+	if len(intervals) < 2 {
+		t.Errorf("closes --interval 1s printed %d periodic counts, want one a second", len(intervals))
+	}
+	prev := uint64(0)
+	for _, c := range intervals {
+		if c.Verdicts < prev || c.Verdicts > final.Verdicts {
+			t.Errorf("periodic counts: %d verdicts after %d, final %d", c.Verdicts, prev, final.Verdicts)
+		}
+		prev = c.Verdicts
+	}
+	if t.Failed() {
+		t.Logf("closes --all's output:\n%s", all)
 	}
 }
 

@@ -30,6 +30,7 @@ const (
 	KeyVerdictErrno     = "ngxprobe.verdict.errno"
 	KeyVerdictErrorLog  = "ngxprobe.verdict.error_log"
 	KeyVerdictVia       = "ngxprobe.verdict.via"
+	KeyVerdictHealthy   = "ngxprobe.verdict.healthy"
 	KeyHTTPMethod       = "http.request.method"
 	KeyURLPath          = "url.path"
 	KeyHTTPStatus       = "http.response.status_code"
@@ -110,14 +111,21 @@ func verdictRecord(v output.Verdict) record {
 	if v.Via != "" {
 		a.str(KeyVerdictVia, v.Via)
 	}
+	sev := log.SeverityWarn
+	if v.Healthy {
+		// closes --all: a healthy close is a record of its own kind,
+		// not a warning.
+		a = append(a, attribute.Bool(KeyVerdictHealthy, true))
+		sev = log.SeverityInfo
+	}
 	a.int(KeyPID, int64(v.PID))
 	if v.Stack != nil {
 		a.str(KeyStacktrace, stackText(v.Stack))
 	}
 	var body bytes.Buffer
-	_ = (&output.Text{W: &body}).Verdict(output.Verdict{Time: v.Time, Conn: v.Conn, PeerConn: v.PeerConn, Side: v.Side, Peer: v.Peer, Method: v.Method, URI: v.URI, Status: v.Status, Summary: v.Summary})
+	_ = (&output.Text{W: &body}).Verdict(output.Verdict{Time: v.Time, Conn: v.Conn, PeerConn: v.PeerConn, Side: v.Side, Peer: v.Peer, Method: v.Method, URI: v.URI, Status: v.Status, Summary: v.Summary, Healthy: v.Healthy, Cause: v.Cause})
 	line, _, _ := strings.Cut(body.String(), "\n")
-	return record{Time: v.Time, Name: VerdictName, Severity: log.SeverityWarn, Body: line, Attrs: a}
+	return record{Time: v.Time, Name: VerdictName, Severity: sev, Body: line, Attrs: a}
 }
 
 // closesRecord maps the counts of a closes trace.

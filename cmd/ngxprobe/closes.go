@@ -24,7 +24,7 @@ type closesFlags struct {
 func (f *closesFlags) register(fs *flag.FlagSet) {
 	f.traceFlags.register(fs)
 	fs.BoolVar(&f.stacks, "stack", false, "print each verdict's stack (the stack is captured anyway, to find the code that decided)")
-	fs.BoolVar(&f.all, "all", false, "print a verdict for healthy closes nginx saw in user space too (lingering closes, HTTP/2 keepalive ends)")
+	fs.BoolVar(&f.all, "all", false, "print a verdict, marked healthy, for every healthy close too: one event per connection (the counts stay the same)")
 	fs.DurationVar(&f.interval, "interval", 0, "print the counts of healthy and abnormal closes this often (default: at exit only)")
 }
 
@@ -47,7 +47,7 @@ func cmdCloses(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	conv := cf.converter()
 	if cf.allNginx {
 		return runFleet(ctx, &cf.traceFlags, stdout, stderr, func(img *symbols.Image) (*fleetProgram, error) {
-			program, err := closesProgram(img, stderr)
+			program, err := closesProgram(img, cf.all, stderr)
 			if err != nil {
 				return nil, err
 			}
@@ -68,7 +68,7 @@ func cmdCloses(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer img.Close()
-	program, err := closesProgram(img, stderr)
+	program, err := closesProgram(img, cf.all, stderr)
 	if err != nil {
 		return err
 	}
@@ -90,14 +90,15 @@ func cmdCloses(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // closesProgram compiles the closes probe set for one nginx: the HTTP/2
-// and stream parts where it has them.
-func closesProgram(img *symbols.Image, notes io.Writer) (*script.Program, error) {
+// and stream parts where it has them; with all, healthy closes are sent
+// as events rather than counted in the kernel.
+func closesProgram(img *symbols.Image, all bool, notes io.Writer) (*script.Program, error) {
 	sites, err := closes.FindSites(img)
 	if err != nil {
 		// The rest of the verdicts stand without them.
 		fmt.Fprintf(notes, "ngxprobe: note: %v\n", err)
 	}
-	parsed, err := script.ParseText(closes.Name, closes.ProbeSet(img.HasFunction, sites), nil)
+	parsed, err := script.ParseText(closes.Name, closes.ProbeSet(img.HasFunction, sites, all), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,9 @@ type Verdict struct {
 	ErrorLog string
 	// Summary is the verdict as one sentence.
 	Summary string
+	// Healthy marks the verdict of a healthy close (closes --all): its
+	// Cause is then the healthy kind, as the counts name it.
+	Healthy bool
 	// DecidedAt is the code that decided: the innermost frame outside
 	// nginx's generic close and finalize functions.
 	DecidedAt *Frame
@@ -90,7 +93,11 @@ func (p *Text) Verdict(v Verdict) error {
 	if v.Status != 0 {
 		fmt.Fprintf(&b, " %d", v.Status)
 	}
-	fmt.Fprintf(&b, " — %s\n", Escape(v.Summary))
+	healthy := ""
+	if v.Healthy {
+		healthy = "healthy (" + Escape(v.Cause) + "): "
+	}
+	fmt.Fprintf(&b, " — %s%s\n", healthy, Escape(v.Summary))
 	writeOrigin(&b, v.Origin)
 	if v.ErrorLog != "" {
 		fmt.Fprintf(&b, "  error log: %s\n", Escape(v.ErrorLog))
@@ -163,6 +170,7 @@ type jsonVerdict struct {
 	Errno     int         `json:"errno,omitempty"`
 	ErrorLog  string      `json:"error_log,omitempty"`
 	Summary   string      `json:"summary"`
+	Healthy   bool        `json:"healthy,omitempty"`
 	DecidedAt *jsonFrame  `json:"decided_at,omitempty"`
 	Via       string      `json:"via,omitempty"`
 	Stack     *jsonStack  `json:"stack,omitempty"`
@@ -183,7 +191,7 @@ func (p *JSON) Verdict(v Verdict) error {
 		Conn: v.Conn, PeerConn: v.PeerConn, Side: v.Side, Peer: v.Peer,
 		Initiator: v.Initiator, Cause: v.Cause, Phase: v.Phase,
 		Method: v.Method, URI: v.URI, Status: v.Status, Errno: v.Errno, ErrorLog: v.ErrorLog,
-		Summary: v.Summary, Via: v.Via, Stack: toJSONStack(v.Stack),
+		Summary: v.Summary, Healthy: v.Healthy, Via: v.Via, Stack: toJSONStack(v.Stack),
 	}
 	if f := v.DecidedAt; f != nil {
 		out.DecidedAt = &jsonFrame{Module: f.Module, Address: f.Address, Symbol: f.Symbol, Offset: f.Offset, File: f.File, Line: f.Line, Inlined: f.Inlined}
