@@ -34,7 +34,8 @@ const closesBench = `
 // BenchmarkCloses: nginx throughput under wrk (-t1 -c16, one worker) with
 // ngxprobe closes attached, against the baseline, the empty-uprobe floor
 // on the points closes uses, one empty uprobe per connection, a kernel
-// trigger with no uprobe (bench/ktrigger), closes --stack, the default run
+// trigger with no uprobe (bench/ktrigger), closes --stack, closes --all
+// (a healthy verdict per connection), the default run
 // set, its floor, and bpftrace on the default set's points; keepalive and
 // "Connection: close" traffic on /static (return 200) and /proxy (a
 // keepalive upstream). The traffic is healthy: closes must cost it almost
@@ -87,6 +88,9 @@ func BenchmarkCloses(b *testing.B) {
 		{"kernel trigger: raw tracepoint sys_exit, worker's tgid", func() *exec.Cmd { return exec.Command(ktrigger, strconv.Itoa(srv.WorkerPIDs()[0])) }, "attached", false},
 		{"ngxprobe closes", func() *exec.Cmd { return exec.Command(ngxprobe, "closes", "-p", master, "-o", "json") }, "ngxprobe: stacks ready", true},
 		{"ngxprobe closes --stack", func() *exec.Cmd { return exec.Command(ngxprobe, "closes", "--stack", "-p", master, "-o", "json") }, "ngxprobe: stacks ready", true},
+		// --all sends an event per connection: what printing every healthy
+		// close costs.
+		{"ngxprobe closes --all", func() *exec.Cmd { return exec.Command(ngxprobe, "closes", "--all", "-p", master, "-o", "json") }, "ngxprobe: stacks ready", true},
 		{"floor: empty uprobes on the default set's points", func() *exec.Cmd { return exec.Command(empty, append([]string{nginx}, defaultPoints...)...) }, "attached", false},
 		{"ngxprobe run (default set)", func() *exec.Cmd { return exec.Command(ngxprobe, "run", "-p", master, "-o", "json") }, "ngxprobe: attached", true},
 		{"bpftrace, default set's points", func() *exec.Cmd { return exec.Command("bpftrace", script) }, "Attaching", true},
