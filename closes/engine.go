@@ -1,6 +1,7 @@
 package closes
 
 import (
+	"container/list"
 	"fmt"
 	"regexp"
 	"sort"
@@ -32,9 +33,13 @@ type Engine struct {
 	// not change with it.
 	All bool
 
-	pending  map[incidentKey]*incident
-	healthy  map[string]uint64
-	verdicts uint64
+	pending map[incidentKey]*incident
+	// byArrival holds the pending incidents, the one whose last event
+	// came longest ago first: the oldest is found, and the quiet ones
+	// are flushed, without a look at the rest.
+	byArrival list.List
+	healthy   map[string]uint64
+	verdicts  uint64
 }
 
 type incidentKey struct {
@@ -45,6 +50,7 @@ type incidentKey struct {
 // incident is the events of one client connection not yet explained.
 type incident struct {
 	key    incidentKey
+	elem   *list.Element // in Engine.byArrival
 	last   time.Time
 	first  output.Event
 	close  *output.Event
@@ -146,7 +152,10 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 			out = e.flushOldest()
 		}
 		in = &incident{key: key, first: ev}
+		in.elem = e.byArrival.PushBack(in)
 		e.pending[key] = in
+	} else {
+		e.byArrival.MoveToBack(in.elem)
 	}
 	in.last = ev.Time
 	if slot := in.single(g); slot != nil {
@@ -164,7 +173,7 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 	}
 	if g == groupClose || g == groupStream || g == groupHealthy {
 		// The connection is gone: nothing more will come for it.
-		delete(e.pending, key)
+		e.remove(in)
 		return append(out, e.explain(in)...)
 	}
 	return out
@@ -206,31 +215,36 @@ const MaxPending = 65536
 const maxKept = 16
 
 func (e *Engine) flushOldest() []output.Verdict {
-	var oldest *incident
-	for _, in := range e.pending {
-		if oldest == nil || in.last.Before(oldest.last) {
-			oldest = in
-		}
-	}
-	delete(e.pending, oldest.key)
+	oldest := e.byArrival.Front().Value.(*incident)
+	e.remove(oldest)
 	return e.explain(oldest)
 }
 
+func (e *Engine) remove(in *incident) {
+	delete(e.pending, in.key)
+	e.byArrival.Remove(in.elem)
+}
+
 // Flush returns the verdicts of incidents quiet since before now-Quiet,
-// or of all of them when all is set (the trace ends).
+// or of all of them when all is set (the trace ends). It looks at the
+// incidents in the order their last events came and stops at the first
+// still in its quiet period: one whose event came later with an earlier
+// time (from another CPU's buffer) waits for the next Flush.
 func (e *Engine) Flush(now time.Time, all bool) []output.Verdict {
 	quiet := e.Quiet
 	if quiet == 0 {
 		quiet = DefaultQuiet
 	}
 	var ready []*incident
-	for k, in := range e.pending {
-		if all || now.Sub(in.last) >= quiet {
-			ready = append(ready, in)
-			delete(e.pending, k)
+	for el := e.byArrival.Front(); el != nil; el = e.byArrival.Front() {
+		in := el.Value.(*incident)
+		if !all && now.Sub(in.last) < quiet {
+			break
 		}
+		ready = append(ready, in)
+		e.remove(in)
 	}
-	sort.Slice(ready, func(i, j int) bool { return ready[i].last.Before(ready[j].last) })
+	sort.SliceStable(ready, func(i, j int) bool { return ready[i].last.Before(ready[j].last) })
 	var out []output.Verdict
 	for _, in := range ready {
 		out = append(out, e.explain(in)...)

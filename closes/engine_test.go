@@ -277,3 +277,53 @@ func TestAllMakesHealthyVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// Past MaxPending, the incident whose last event came longest ago is
+// explained at once; Flush takes the quiet ones only, oldest first.
+func TestPendingOldestFirst(t *testing.T) {
+	e := &Engine{}
+	errorOf := func(at time.Time, conn int64) output.Event {
+		return ev(at, "error", "conn", conn, "error", "log", conn, "error", "err", int64(104), "error", "text", "recv() failed")
+	}
+	for i := range MaxPending {
+		if vs := e.Add(errorOf(t0.Add(time.Duration(i)*time.Microsecond), int64(i+1))); len(vs) != 0 {
+			t.Fatalf("a verdict at %d pending: %+v", i, vs)
+		}
+	}
+	// *1 has a second event: *2 is now the oldest.
+	e.Add(errorOf(t0.Add(time.Second), 1))
+	vs := e.Add(errorOf(t0.Add(time.Second), int64(MaxPending+1)))
+	if len(vs) != 1 || vs[0].Conn != 2 {
+		t.Fatalf("past MaxPending: %+v, want the verdict of *2", vs)
+	}
+	vs = e.Flush(t0.Add(time.Second+DefaultQuiet/2), false)
+	if len(vs) != MaxPending-2 || vs[0].Conn != 3 || vs[len(vs)-1].Conn != MaxPending {
+		t.Fatalf("Flush: %d verdicts (first *%d), want the %d quiet ones from *3", len(vs), vs[0].Conn, MaxPending-2)
+	}
+	vs = e.Flush(t0.Add(time.Hour), true)
+	if len(vs) != 2 || vs[0].Conn != 1 || vs[1].Conn != MaxPending+1 {
+		t.Fatalf("the last Flush: %+v, want *1 and *%d", vs, MaxPending+1)
+	}
+}
+
+// BenchmarkAddPastMaxPending: an event for a new connection while
+// MaxPending incidents wait (a storm of 502s on connections that live
+// on), each explaining the oldest.
+//
+//	go test ./closes -run '^$' -bench AddPastMaxPending
+func BenchmarkAddPastMaxPending(b *testing.B) {
+	e := &Engine{}
+	errorOf := func(conn int64) output.Event {
+		return ev(t0, "error", "conn", conn, "error", "log", conn, "error", "err", int64(104), "error", "text", "recv() failed")
+	}
+	for i := range MaxPending {
+		e.Add(errorOf(int64(i + 1)))
+	}
+	conn := int64(MaxPending)
+	for b.Loop() {
+		conn++
+		if len(e.Add(errorOf(conn))) != 1 {
+			b.Fatal("no verdict for the oldest")
+		}
+	}
+}
