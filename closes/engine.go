@@ -144,8 +144,21 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 		}
 		conn = uint64(num(ev, g, "conn"))
 	}
+	if g == groupHealthy {
+		// Counted here, whatever verdict its incident gets: as the
+		// kernel counts it without All.
+		e.healthy[healthyEventKind(ev)]++
+	}
+	ends := g == groupClose || g == groupStream || g == groupHealthy
 	key := incidentKey{pid: ev.PID, conn: conn}
 	in := e.pending[key]
+	if in == nil && ends {
+		// A connection's only event (with All, most connections'):
+		// explained at once, never waiting, so it pushes out no other.
+		in = &incident{key: key, first: ev, last: ev.Time}
+		*in.single(g) = &ev
+		return e.explain(in)
+	}
 	var out []output.Verdict
 	if in == nil {
 		if len(e.pending) >= MaxPending {
@@ -171,7 +184,7 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 			in.logs = append(in.logs, ev)
 		}
 	}
-	if g == groupClose || g == groupStream || g == groupHealthy {
+	if ends {
 		// The connection is gone: nothing more will come for it.
 		e.remove(in)
 		return append(out, e.explain(in)...)
@@ -229,7 +242,9 @@ func (e *Engine) remove(in *incident) {
 // or of all of them when all is set (the trace ends). It looks at the
 // incidents in the order their last events came and stops at the first
 // still in its quiet period: one whose event came later with an earlier
-// time (from another CPU's buffer) waits for the next Flush.
+// time (events are stamped on their CPU after they reserve their place
+// in the ring buffer, so times from two CPUs can cross) waits for the
+// next Flush.
 func (e *Engine) Flush(now time.Time, all bool) []output.Verdict {
 	quiet := e.Quiet
 	if quiet == 0 {
@@ -257,7 +272,9 @@ func (e *Engine) Verdicts() uint64 { return e.verdicts }
 
 // Healthy returns the healthy closes by kind: those the kernel counted
 // (rows of the HealthyAggregation and the KeepaliveLimitAggregation; nil
-// when there are none) and those the engine recognized.
+// when there are none, as with ProbeSet's all), those it sent as
+// "healthy" events instead, and those the engine recognized among the
+// abnormal-looking closes (a lingering close, a tunnel the client closed).
 func (e *Engine) Healthy(agg, keepaliveLimit *output.Aggregate) []output.HealthyCount {
 	counts := map[string]uint64{}
 	for k, n := range e.healthy {
@@ -324,9 +341,13 @@ func (e *Engine) healthyClose(v *output.Verdict, kind, initiator, summary string
 	return true
 }
 
-// healthyEvent explains a "healthy" event (ProbeSet with all): the close
-// the kernel would otherwise have counted, by the same kinds.
+// healthyEvent makes a "healthy" event (ProbeSet with all; Add counted
+// it) v's verdict, with All: the close the kernel would otherwise have
+// counted, named by the same kinds.
 func (e *Engine) healthyEvent(h output.Event, v *output.Verdict) bool {
+	if !e.All {
+		return false
+	}
 	g := groupHealthy
 	v.Peer = str(h, g, "client")
 	v.Phase = phaseOf(e.handler(h, g, "rh"))
@@ -344,7 +365,8 @@ func (e *Engine) healthyEvent(h output.Event, v *output.Verdict) bool {
 	default:
 		summary = "nginx closed the connection after a complete response (Connection: close)"
 	}
-	return e.healthyClose(v, kind, initiator, summary)
+	v.Healthy, v.Cause, v.Initiator, v.Summary = true, kind, initiator, summary
+	return true
 }
 
 // healthyEventKind is the kind of a "healthy" event's close, as the
@@ -481,7 +503,8 @@ const (
 )
 
 // explain turns an incident into its verdict, or none when it is healthy
-// after all (a lingering close) or holds nothing to explain.
+// (a lingering close, a "healthy" event) and All is not set, or holds
+// nothing to explain.
 func (e *Engine) explain(in *incident) []output.Verdict {
 	v := output.Verdict{Time: in.first.Time, PID: in.first.PID, Conn: in.key.conn, Side: Client}
 	var primary *output.Event
@@ -496,16 +519,6 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 	// it (a retry the client did not wait for); an upstream failure over
 	// the close it led to; a decision nginx logged over a close that
 	// looks healthy.
-	// The kernel counts a client connection's close by its own flags,
-	// whatever verdict its incident gets (a 502 and then a close after
-	// that complete response is a healthy close); so does the engine, for
-	// the counts to be the same with All.
-	counted := false
-	defer func() {
-		if in.healthy != nil && !counted {
-			e.healthy[healthyEventKind(*in.healthy)]++
-		}
-	}()
 	upLog := upstreamLog(in)
 	termRC := int64(0)
 	if in.term != nil {
@@ -557,7 +570,6 @@ func (e *Engine) explain(in *incident) []output.Verdict {
 		e.errorOnly(in, &v)
 	case in.healthy != nil:
 		primary = in.healthy
-		counted = true
 		if !e.healthyEvent(*in.healthy, &v) {
 			return nil
 		}
@@ -882,8 +894,9 @@ func upstreamConn(in *incident) uint64 {
 }
 
 // closed explains a client connection that closed abnormally with no
-// request ended before (ngx_http_close_connection alone). It returns
-// false for a close that is healthy after all.
+// request ended before (ngx_http_close_connection alone). A close that
+// is healthy after all is counted, and returns false, or with All true
+// with v its healthy verdict.
 func (e *Engine) closed(in *incident, v *output.Verdict) bool {
 	c := *in.close
 	g := groupClose
@@ -950,8 +963,9 @@ func (e *Engine) closed(in *incident, v *output.Verdict) bool {
 
 // tunneled explains an upgraded (websocket) tunnel's end, seen where
 // ngx_http_upstream_process_upgraded finalizes it: which side's flags
-// ended it, or the socket error one side got. It returns false for a
-// tunnel the client closed, which is how tunnels end.
+// ended it, or the socket error one side got. A tunnel the client
+// closed, which is how tunnels end, is counted healthy, as closed counts
+// its healthy closes.
 func (e *Engine) tunneled(in *incident, v *output.Verdict) bool {
 	t := *in.tunnel
 	g := groupTunnel
@@ -1122,7 +1136,7 @@ func (e *Engine) decidingHandler(in *incident, primary *output.Event) string {
 		if num(*primary, "terminate write", "timedout") != 0 {
 			names[0], names[1] = names[1], names[0]
 		}
-	case groupClose, groupError, groupStream:
+	case groupClose, groupError, groupStream, groupHealthy:
 		names = []string{e.handler(*primary, g, "rh")}
 	}
 	for _, n := range names {

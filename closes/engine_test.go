@@ -1,6 +1,7 @@
 package closes
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -210,71 +211,85 @@ func TestH2Goaway(t *testing.T) {
 
 // With All, every healthy close is a verdict marked healthy, named by the
 // kind the kernel would have counted it as; the counts are the same as
-// without it, and Verdicts counts the abnormal ones only.
+// the kernel's without it, and Verdicts counts the abnormal ones only.
 func TestAllMakesHealthyVerdicts(t *testing.T) {
-	for _, all := range []bool{false, true} {
-		e := &Engine{All: all, Symbolize: func(uint32, uint64) string { return "ngx_http_keepalive_handler" }}
-		healthy := func(conn, idle, eof, timedout, requests int64) output.Event {
-			return ev(t0, "healthy", "conn", conn, "healthy", "client", "203.0.113.7", "healthy", "idle", idle, "healthy", "eof", eof,
-				"healthy", "timedout", timedout, "healthy", "requests", requests, "healthy", "rh", output.Pointer(0x10))
+	healthy := func(conn, idle, eof, timedout, requests int64) output.Event {
+		return ev(t0, "healthy", "conn", conn, "healthy", "client", "203.0.113.7", "healthy", "idle", idle, "healthy", "eof", eof,
+			"healthy", "timedout", timedout, "healthy", "requests", requests, "healthy", "rh", output.Pointer(0x10))
+	}
+	type connClose struct {
+		conn, idle, eof, timedout, requests int64
+		kind, initiator                     string
+	}
+	closes := []connClose{
+		{1, 1, 0, 1, 3, HealthyKeepaliveTimeout, Nginx},
+		{2, 1, 1, 0, 1, HealthyKeepaliveClosed, Client},
+		{3, 0, 0, 0, 1, HealthyAfterResponse, Nginx},
+		{4, 0, 0, 0, 100, HealthyKeepaliveLimit, Nginx},
+		{5, 1, 0, 0, 2, HealthyIdleClosed, Nginx},
+		// Two abnormal incidents whose client connection then closed with
+		// no flag set: a tunnel the backend ended, and a 502 answered
+		// with Connection: close. Each is one abnormal verdict; its close
+		// is counted by its kind, as the kernel counts it.
+		{6, 0, 0, 0, 1, HealthyAfterResponse, ""},
+		{8, 0, 0, 0, 2, HealthyKeepaliveLimit, ""},
+	}
+	tunnel := ev(t0, "tunnel", "conn", int64(6), "tunnel", "uconn", int64(7), "tunnel upstream", "eof", int64(1))
+	next := ev(t0, "next", "ft_type", int64(ftError), "next", "conn", int64(8), "next", "uconn", int64(9), "next", "tries", int64(1),
+		"next", "request_sent", int64(1), "next peer", "eof", int64(1))
+
+	// Without All: the kernel's aggregations count every close above.
+	plain := &Engine{}
+	plain.Add(tunnel)
+	plain.Add(next)
+	if vs := plain.Flush(t0.Add(time.Hour), true); len(vs) != 2 {
+		t.Fatalf("without All: %d verdicts, want the tunnel's and the 502's: %+v", len(vs), vs)
+	}
+	agg, limit := &output.Aggregate{}, &output.Aggregate{}
+	bit := func(b int64) output.Key { return output.Key{Readable: true, Data: b} }
+	for _, c := range closes {
+		if c.idle == 0 && c.requests > 1 {
+			limit.Rows = append(limit.Rows, output.AggregateRow{Count: 1})
+			continue
 		}
-		want := []struct {
-			ev        output.Event
-			kind      string
-			initiator string
-		}{
-			{healthy(1, 1, 0, 1, 3), HealthyKeepaliveTimeout, Nginx},
-			{healthy(2, 1, 1, 0, 1), HealthyKeepaliveClosed, Client},
-			{healthy(3, 0, 0, 0, 1), HealthyAfterResponse, Nginx},
-			{healthy(4, 0, 0, 0, 100), HealthyKeepaliveLimit, Nginx},
-			{healthy(5, 1, 0, 0, 2), HealthyIdleClosed, Nginx},
+		agg.Rows = append(agg.Rows, output.AggregateRow{Keys: []output.Key{bit(c.idle), bit(c.eof), bit(c.timedout)}, Count: 1})
+	}
+
+	// With All: the same closes as events.
+	all := &Engine{All: true, Symbolize: func(uint32, uint64) string { return "ngx_http_keepalive_handler" }}
+	all.Add(tunnel)
+	all.Add(next)
+	for _, c := range closes {
+		vs := all.Add(healthy(c.conn, c.idle, c.eof, c.timedout, c.requests))
+		if len(vs) != 1 {
+			t.Fatalf("*%d: %d verdicts, want 1", c.conn, len(vs))
 		}
-		for _, w := range want {
-			vs := e.Add(w.ev)
-			if !all {
-				if len(vs) != 0 {
-					t.Errorf("without All, a verdict for %s: %+v", w.kind, vs)
-				}
-				continue
+		v := vs[0]
+		if c.initiator == "" {
+			if v.Healthy || v.Initiator == "" || v.Cause == c.kind {
+				t.Errorf("*%d: %+v, want the abnormal verdict its close ended", c.conn, v)
 			}
-			if len(vs) != 1 {
-				t.Fatalf("%s: %d verdicts, want 1", w.kind, len(vs))
-			}
-			v := vs[0]
-			if !v.Healthy || v.Cause != w.kind || v.Initiator != w.initiator || v.Peer != "203.0.113.7" || v.Phase != PhaseIdle || v.Summary == "" {
-				t.Errorf("%s: verdict %+v", w.kind, v)
-			}
+			continue
 		}
-		// A tunnel the upstream ended: its client's close (no flag set)
-		// ends the abnormal verdict's incident, no healthy verdict; it is
-		// counted by its kind, as the kernel counts it without All.
-		e.Add(ev(t0, "tunnel", "conn", int64(6), "tunnel", "uconn", int64(7), "tunnel upstream", "eof", int64(1)))
-		vs := e.Add(healthy(6, 0, 0, 0, 1))
-		if len(vs) != 1 || vs[0].Healthy || vs[0].Cause != CauseFIN || vs[0].Side != Upstream {
-			t.Errorf("a tunnel the backend closed: %+v", vs)
+		if !v.Healthy || v.Cause != c.kind || v.Initiator != c.initiator || v.Peer != "203.0.113.7" || v.Phase != PhaseIdle || v.Summary == "" {
+			t.Errorf("*%d %s: verdict %+v", c.conn, c.kind, v)
 		}
-		got := map[string]uint64{}
-		for _, h := range e.Healthy(nil, nil) {
-			got[h.Kind] = h.Count
+		if v.DecidedAt == nil || v.DecidedAt.Symbol != "ngx_http_keepalive_handler" {
+			t.Errorf("*%d %s: decided at %+v, want the event handler", c.conn, c.kind, v.DecidedAt)
 		}
-		if all {
-			for _, w := range want {
-				n := uint64(1)
-				if w.kind == HealthyAfterResponse {
-					n = 2 // and the tunnel's client
-				}
-				if got[w.kind] != n {
-					t.Errorf("healthy counts %v: want one of each kind, and the tunnel's client closed_after_response", got)
-					break
-				}
-			}
-			if len(got) != len(want) {
-				t.Errorf("healthy counts %v: want %d kinds", got, len(want))
-			}
+	}
+	counts := func(hs []output.HealthyCount) string {
+		m := map[string]uint64{}
+		for _, h := range hs {
+			m[h.Kind] += h.Count
 		}
-		if e.Verdicts() != 1 {
-			t.Errorf("All=%v: Verdicts() = %d, want 1 (the tunnel)", all, e.Verdicts())
-		}
+		return fmt.Sprint(m)
+	}
+	if p, a := counts(plain.Healthy(agg, limit)), counts(all.Healthy(nil, nil)); p != a || !strings.Contains(p, HealthyAfterResponse+":2") {
+		t.Errorf("healthy counts: %s without All, %s with it; want the same, with 2 %s", p, a, HealthyAfterResponse)
+	}
+	if plain.Verdicts() != 2 || all.Verdicts() != 2 {
+		t.Errorf("Verdicts() = %d without All, %d with it; want 2 (the tunnel, the 502)", plain.Verdicts(), all.Verdicts())
 	}
 }
 

@@ -624,11 +624,17 @@ func checkClosesAll(t *testing.T, all *proc, plain []Verdict, plainFinal *Closes
 		t.Errorf("closes --all: no healthy verdict for *%d (%s)", conn, kind)
 	}
 	var printed, counted uint64
-	for kind, n := range final.Healthy {
-		if healthy[kind] > n {
-			t.Errorf("closes --all: %d healthy verdicts of kind %s, %d counted", healthy[kind], kind, n)
+	for kind, n := range healthy {
+		if n > final.Healthy[kind] {
+			t.Errorf("closes --all: %d healthy verdicts of kind %s, %d counted", n, kind, final.Healthy[kind])
 		}
-		printed, counted = printed+healthy[kind], counted+n
+		printed += n
+	}
+	for _, n := range final.Healthy {
+		counted += n
+	}
+	if final.Lost != 0 || plainFinal.Lost != 0 {
+		t.Errorf("closes lost events: %d with --all, %d without", final.Lost, plainFinal.Lost)
 	}
 	if counted-printed > final.Verdicts || printed == 0 {
 		t.Errorf("closes --all: %d healthy verdicts by kind %v, %d counted %v: more than the %d abnormal verdicts' closes unprinted", printed, healthy, counted, final.Healthy, final.Verdicts)
@@ -640,12 +646,17 @@ func checkClosesAll(t *testing.T, all *proc, plain []Verdict, plainFinal *Closes
 	if len(intervals) < 2 {
 		t.Errorf("closes --interval 1s printed %d periodic counts, want one a second", len(intervals))
 	}
-	prev := uint64(0)
+	prev := ClosesCount{}
 	for _, c := range intervals {
-		if c.Verdicts < prev || c.Verdicts > final.Verdicts {
-			t.Errorf("periodic counts: %d verdicts after %d, final %d", c.Verdicts, prev, final.Verdicts)
+		if c.Verdicts < prev.Verdicts || c.Verdicts > final.Verdicts {
+			t.Errorf("periodic counts: %d verdicts after %d, final %d", c.Verdicts, prev.Verdicts, final.Verdicts)
 		}
-		prev = c.Verdicts
+		for kind, n := range c.Healthy {
+			if n < prev.Healthy[kind] || n > final.Healthy[kind] {
+				t.Errorf("periodic counts: %d %s after %d, final %d", n, kind, prev.Healthy[kind], final.Healthy[kind])
+			}
+		}
+		prev = c
 	}
 	if t.Failed() {
 		t.Logf("closes --all's output:\n%s", all)
@@ -757,6 +768,9 @@ func TestClosesHealthy(t *testing.T) {
 			// nginx ends a keepalive connection at its 100th request.
 			srv, base := startPlain(t, nginxtest.Build(t, variant), 1, "keepalive_requests 100;")
 			p := startProbe(t, "closes", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
+			// Beside it, --all: a healthy verdict for every connection, and
+			// the same counts.
+			all := startProbe(t, "closes", "--all", "-p", fmt.Sprint(srv.MasterPID()), "-o", "json")
 			var dials atomic.Int64
 			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 				dials.Add(1)
@@ -804,6 +818,7 @@ func TestClosesHealthy(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond) // the last closes reach nginx
 			stopProbeOK(t, p)
+			stopProbeOK(t, all)
 			verdicts, final := closesOutput(t, p)
 			if len(verdicts) != 0 {
 				t.Errorf("%d verdicts for healthy traffic, want 0; the first: %+v", len(verdicts), verdicts[0])
@@ -840,6 +855,17 @@ func TestClosesHealthy(t *testing.T) {
 			}
 			if got := final.Healthy["keepalive_limit"]; got != atLimit || atLimit == 0 {
 				t.Errorf("keepalive_limit %d, want %d (connections with 100 requests in the access log)", got, atLimit)
+			}
+			allVerdicts, allFinal := closesOutput(t, all)
+			printed := map[string]uint64{}
+			for _, v := range allVerdicts {
+				if !v.Healthy {
+					t.Errorf("closes --all: an abnormal verdict for healthy traffic: %+v", v)
+				}
+				printed[v.Cause]++
+			}
+			if allFinal == nil || fmt.Sprint(allFinal.Healthy) != fmt.Sprint(final.Healthy) || fmt.Sprint(printed) != fmt.Sprint(final.Healthy) || allFinal.Lost != 0 {
+				t.Errorf("closes --all: healthy verdicts %v, final counts %+v; without --all %v", printed, allFinal, final.Healthy)
 			}
 			t.Logf("%d connections: healthy %v", dials.Load(), final.Healthy)
 		})

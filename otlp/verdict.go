@@ -64,8 +64,8 @@ func (e *Exporter) Closes(c output.Closes) error {
 	return nil
 }
 
-// verdictRecord maps a verdict: a WARN record whose body is the text
-// printer's line.
+// verdictRecord maps a verdict: a WARN record (INFO for a healthy one)
+// whose body is the text printer's line.
 func verdictRecord(v output.Verdict) record {
 	var a attrs
 	a.int(KeyConnection, int64(v.Conn))

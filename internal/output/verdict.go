@@ -64,8 +64,9 @@ type Closes struct {
 	Time     time.Time
 	Verdicts uint64
 	Healthy  []HealthyCount
-	// Lost is how many abnormal-close events the kernel could not
-	// deliver: each may be a verdict not printed.
+	// Lost is how many events the kernel could not deliver: each may be
+	// a verdict not printed or, with closes --all, a healthy close not
+	// counted.
 	Lost  uint64
 	Final bool
 }
@@ -146,7 +147,7 @@ func (p *Text) Closes(c Closes) error {
 		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
 	}
 	if c.Lost > 0 {
-		fmt.Fprintf(&b, "; %d abnormal-close events lost", c.Lost)
+		fmt.Fprintf(&b, "; %d events lost (each a close that may be missing from the verdicts or the counts)", c.Lost)
 	}
 	b.WriteByte('\n')
 	_, err := io.WriteString(p.W, b.String())
