@@ -219,6 +219,11 @@ func (in *incident) single(group string) **output.Event {
 	return nil
 }
 
+// MaxGoawayWait bounds how long an HTTP/2 client's GOAWAY waits for its
+// connection's close: longer than nginx's default keepalive_timeout
+// (75 s), after which nginx closes an idle HTTP/2 connection.
+const MaxGoawayWait = 2 * time.Minute
+
 // MaxPending bounds the incidents waiting for more events: past it, the
 // oldest is explained with what it has.
 const MaxPending = 65536
@@ -255,6 +260,15 @@ func (e *Engine) Flush(now time.Time, all bool) []output.Verdict {
 		in := el.Value.(*incident)
 		if !all && now.Sub(in.last) < quiet {
 			break
+		}
+		if !all && in.goaway != nil && in.close == nil && now.Sub(in.goaway.Time) < MaxGoawayWait {
+			// A client that sent GOAWAY may finish its streams first; its
+			// close names the verdict (or the healthy kind), and will
+			// come: nginx closes an idle HTTP/2 connection at
+			// keepalive_timeout. It waits as if its last event came now.
+			in.last = now
+			e.byArrival.MoveToBack(el)
+			continue
 		}
 		ready = append(ready, in)
 		e.remove(in)

@@ -342,3 +342,29 @@ func BenchmarkAddPastMaxPending(b *testing.B) {
 		}
 	}
 }
+
+// A client's GOAWAY waits for its connection's close past the quiet
+// period (the client may finish its streams first), up to MaxGoawayWait.
+func TestGoawayWaitsForItsClose(t *testing.T) {
+	e := &Engine{Symbolize: func(uint32, uint64) string { return "ngx_http_v2_read_handler" }}
+	goaway := func(conn int64) output.Event {
+		return ev(t0, "h2 goaway", "conn", conn, "h2 goaway", "pos", uint64(0x1000), "h2 goaway", "end", uint64(0x1008),
+			"h2 goaway", "e0", uint64(0), "h2 goaway", "e1", uint64(0), "h2 goaway", "e2", uint64(0), "h2 goaway", "e3", uint64(2))
+	}
+	e.Add(goaway(1))
+	e.Add(goaway(2))
+	if vs := e.Flush(t0.Add(10*time.Second), false); len(vs) != 0 {
+		t.Fatalf("flushed a GOAWAY before its close: %+v", vs)
+	}
+	closeAt := ev(t0.Add(10*time.Second), "close", "conn", int64(1), "close", "error", int64(1), "close", "rh", output.Pointer(0x2000), "close read", "eof", int64(1))
+	vs := e.Add(closeAt)
+	if len(vs) != 1 || vs[0].Cause != CauseH2Goaway || !strings.Contains(vs[0].Summary, "INTERNAL_ERROR") {
+		t.Fatalf("GOAWAY(INTERNAL_ERROR), then the close 10 s later: %+v", vs)
+	}
+	// *2 never closes: past MaxGoawayWait it waits no more (and, with
+	// nothing else, has no verdict).
+	e.Flush(t0.Add(MaxGoawayWait+time.Second), false)
+	if len(e.pending) != 0 || e.byArrival.Len() != 0 {
+		t.Errorf("after MaxGoawayWait: %d pending, %d listed", len(e.pending), e.byArrival.Len())
+	}
+}

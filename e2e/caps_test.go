@@ -126,7 +126,7 @@ func TestCapabilities(t *testing.T) {
 			p := &proc{}
 			launchTo(t, p, &p.stdout, as(c.caps, c.args...)...)
 			if c.code == 0 && (c.args[0] == "run" || c.args[0] == "closes") {
-				time.Sleep(1500 * time.Millisecond) // attached by then
+				waitAttached(t, p, 20*time.Millisecond)
 				checkServes(t, base)
 			}
 			code := p.wait(t, runTimeout)

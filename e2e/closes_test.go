@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/ngxprobe/ngxprobe/closes"
 	"github.com/ngxprobe/ngxprobe/internal/incidents"
 	"github.com/ngxprobe/ngxprobe/internal/nginxtest"
 	"github.com/ngxprobe/ngxprobe/internal/otelcoltest"
@@ -414,7 +415,10 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 		{name: "HTTP/2 RST_STREAM mid-response", initiator: "client", cause: "h2_rst_stream", phase: "http2",
 			run: func(t testing.TB) string {
 				tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
-				defer tr.CloseIdleConnections()
+				// The connection lives on after its stream's reset; it
+				// closes after the traces stop, so no trace's quiet period
+				// decides whether its close joins the reset's verdict.
+				t.Cleanup(tr.CloseIdleConnections)
 				ctx, cancel := context.WithCancel(context.Background())
 				req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+tlsAddr+"/big/big.bin", nil)
 				resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
@@ -711,7 +715,10 @@ func h2Goaway(t testing.TB, addr, path string, code http2.ErrCode) {
 	if err := fr.WriteGoAway(0, code, nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The FIN comes later than the engine's quiet period after the
+	// GOAWAY, as from a client finishing its streams: the GOAWAY waits
+	// for it.
+	time.Sleep(2 * closes.DefaultQuiet)
 }
 
 // wsUpgrade is a websocket upgrade request for path.
@@ -836,11 +843,6 @@ func TestClosesHealthy(t *testing.T) {
 			if got := final.Healthy["closed_after_response"]; got != 1000 {
 				t.Errorf("closed_after_response %d, want 1000 (the Connection: close requests)", got)
 			}
-			// Each even client closed two idle connections: at its 250th
-			// request and at its end.
-			if got := final.Healthy["client_closed_keepalive"]; got != 10 {
-				t.Errorf("client_closed_keepalive %d, want 10", got)
-			}
 			// The access log's $connection: a connection with 100 requests
 			// is one nginx ended at keepalive_requests.
 			perConn := map[uint64]int{}
@@ -855,6 +857,14 @@ func TestClosesHealthy(t *testing.T) {
 			}
 			if got := final.Healthy["keepalive_limit"]; got != atLimit || atLimit == 0 {
 				t.Errorf("keepalive_limit %d, want %d (connections with 100 requests in the access log)", got, atLimit)
+			}
+			// Each even client closed two idle connections: at its 250th
+			// request and at its end. (Go's transport may close one more
+			// it could have reused, when its writer goroutine reports the
+			// request written too late: every connection not ended at the
+			// limit is the client's.)
+			if got, want := final.Healthy["client_closed_keepalive"], uint64(dials.Load())-1000-atLimit; got < 10 || got != want {
+				t.Errorf("client_closed_keepalive %d, want %d (at least 10)", got, want)
 			}
 			allVerdicts, allFinal := closesOutput(t, all)
 			printed := map[string]uint64{}

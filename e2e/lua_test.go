@@ -220,7 +220,16 @@ func TestLuaStacks(t *testing.T) {
 	if code, body := httpGet(t, base+"/plain"); code != 200 || body != "plain\n" {
 		t.Fatalf("/plain: %d %q", code, body)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Its finalize event (no Lua frames) and the five before it.
+	waitUntil(eventTimeout, func() bool {
+		n := 0
+		for _, ev := range stackEvents(t, p) {
+			if ev.Function == "ngx_http_finalize_request" && ev.Stack != nil {
+				n++
+			}
+		}
+		return n >= 5
+	})
 
 	compared, matched := 0, 0
 	for _, r := range results {
