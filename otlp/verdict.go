@@ -122,10 +122,7 @@ func verdictRecord(v output.Verdict) record {
 	if v.Stack != nil {
 		a.str(KeyStacktrace, stackText(v.Stack))
 	}
-	var body bytes.Buffer
-	_ = (&output.Text{W: &body}).Verdict(output.Verdict{Time: v.Time, Conn: v.Conn, PeerConn: v.PeerConn, Side: v.Side, Peer: v.Peer, Method: v.Method, URI: v.URI, Status: v.Status, Summary: v.Summary, Healthy: v.Healthy, Cause: v.Cause})
-	line, _, _ := strings.Cut(body.String(), "\n")
-	return record{Time: v.Time, Name: VerdictName, Severity: sev, Body: line, Attrs: a}
+	return record{Time: v.Time, Name: VerdictName, Severity: sev, Body: output.VerdictLine(v), Attrs: a}
 }
 
 // closesRecord maps the counts of a closes trace.

@@ -77,9 +77,11 @@ type VerdictPrinter interface {
 	Closes(Closes) error
 }
 
-// Verdict writes the verdict's line, where it was decided, and the stack
-// when there is one.
-func (p *Text) Verdict(v Verdict) error {
+// VerdictLine is a verdict as one line, without a newline: when, the
+// connection's *N, side, peer and request, and the summary (marked
+// healthy for a healthy close's). Text prints it first; an OTLP record
+// has it as its body.
+func VerdictLine(v Verdict) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s *%d %s", v.Time.Format("15:04:05.000"), v.Conn, Escape(v.Side))
 	if v.Peer != "" {
@@ -98,7 +100,16 @@ func (p *Text) Verdict(v Verdict) error {
 	if v.Healthy {
 		healthy = "healthy (" + Escape(v.Cause) + "): "
 	}
-	fmt.Fprintf(&b, " — %s%s\n", healthy, Escape(v.Summary))
+	fmt.Fprintf(&b, " — %s%s", healthy, Escape(v.Summary))
+	return b.String()
+}
+
+// Verdict writes the verdict's line (VerdictLine), where it was decided,
+// and the stack when there is one.
+func (p *Text) Verdict(v Verdict) error {
+	var b strings.Builder
+	b.WriteString(VerdictLine(v))
+	b.WriteByte('\n')
 	writeOrigin(&b, v.Origin)
 	if v.ErrorLog != "" {
 		fmt.Fprintf(&b, "  error log: %s\n", Escape(v.ErrorLog))
