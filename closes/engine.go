@@ -152,23 +152,22 @@ func (e *Engine) Add(ev output.Event) []output.Verdict {
 	ends := g == groupClose || g == groupStream || g == groupHealthy
 	key := incidentKey{pid: ev.PID, conn: conn}
 	in := e.pending[key]
-	if in == nil && ends {
-		// A connection's only event (with All, most connections'):
-		// explained at once, never waiting, so it pushes out no other.
-		in = &incident{key: key, first: ev, last: ev.Time}
-		*in.single(g) = &ev
-		return e.explain(in)
-	}
 	var out []output.Verdict
-	if in == nil {
+	switch {
+	case in != nil:
+		e.byArrival.MoveToBack(in.elem)
+	case ends:
+		// A connection's only event (with All, most connections'): it is
+		// explained below at once, so it never waits or pushes out
+		// another.
+		in = &incident{key: key, first: ev}
+	default:
 		if len(e.pending) >= MaxPending {
 			out = e.flushOldest()
 		}
 		in = &incident{key: key, first: ev}
 		in.elem = e.byArrival.PushBack(in)
 		e.pending[key] = in
-	} else {
-		e.byArrival.MoveToBack(in.elem)
 	}
 	in.last = ev.Time
 	if slot := in.single(g); slot != nil {
@@ -219,6 +218,14 @@ func (in *incident) single(group string) **output.Event {
 	return nil
 }
 
+// awaitsClose is true for an incident whose close is sure to come and
+// names its verdict, so it waits past the quiet period: a client that
+// sent GOAWAY may finish its streams first, and nginx closes an idle
+// HTTP/2 connection at keepalive_timeout.
+func (in *incident) awaitsClose(now time.Time) bool {
+	return in.goaway != nil && in.close == nil && now.Sub(in.goaway.Time) < MaxGoawayWait
+}
+
 // MaxGoawayWait bounds how long an HTTP/2 client's GOAWAY waits for its
 // connection's close: longer than nginx's default keepalive_timeout
 // (75 s), after which nginx closes an idle HTTP/2 connection.
@@ -238,7 +245,12 @@ func (e *Engine) flushOldest() []output.Verdict {
 	return e.explain(oldest)
 }
 
+// remove takes a pending incident out of the map and the list; one that
+// never waited is in neither.
 func (e *Engine) remove(in *incident) {
+	if in.elem == nil {
+		return
+	}
 	delete(e.pending, in.key)
 	e.byArrival.Remove(in.elem)
 }
@@ -261,11 +273,8 @@ func (e *Engine) Flush(now time.Time, all bool) []output.Verdict {
 		if !all && now.Sub(in.last) < quiet {
 			break
 		}
-		if !all && in.goaway != nil && in.close == nil && now.Sub(in.goaway.Time) < MaxGoawayWait {
-			// A client that sent GOAWAY may finish its streams first; its
-			// close names the verdict (or the healthy kind), and will
-			// come: nginx closes an idle HTTP/2 connection at
-			// keepalive_timeout. It waits as if its last event came now.
+		if !all && in.awaitsClose(now) {
+			// It waits as if its last event came now.
 			in.last = now
 			e.byArrival.MoveToBack(el)
 			continue
@@ -351,8 +360,13 @@ func (e *Engine) healthyClose(v *output.Verdict, kind, initiator, summary string
 	if !e.All {
 		return false
 	}
-	v.Healthy, v.Cause, v.Initiator, v.Summary = true, kind, initiator, summary
+	markHealthy(v, kind, initiator, summary)
 	return true
+}
+
+// markHealthy makes v the verdict of a healthy close of kind.
+func markHealthy(v *output.Verdict, kind, initiator, summary string) {
+	v.Healthy, v.Cause, v.Initiator, v.Summary = true, kind, initiator, summary
 }
 
 // healthyEvent makes a "healthy" event (ProbeSet with all; Add counted
@@ -379,7 +393,7 @@ func (e *Engine) healthyEvent(h output.Event, v *output.Verdict) bool {
 	default:
 		summary = "nginx closed the connection after a complete response (Connection: close)"
 	}
-	v.Healthy, v.Cause, v.Initiator, v.Summary = true, kind, initiator, summary
+	markHealthy(v, kind, initiator, summary)
 	return true
 }
 
