@@ -68,7 +68,16 @@ type ClosesCount struct {
 // closesOutput parses closes' JSON lines: verdicts and the final counts.
 func closesOutput(t testing.TB, p *proc) ([]Verdict, *ClosesCount) {
 	t.Helper()
+	vs, _, final := closesLines(t, p)
+	return vs, final
+}
+
+// closesLines parses closes' JSON lines: verdicts, the periodic
+// (--interval) counts and the final ones.
+func closesLines(t testing.TB, p *proc) ([]Verdict, []ClosesCount, *ClosesCount) {
+	t.Helper()
 	var vs []Verdict
+	var intervals []ClosesCount
 	var final *ClosesCount
 	sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
 	sc.Buffer(make([]byte, 1<<20), 8<<20)
@@ -95,27 +104,29 @@ func closesOutput(t testing.TB, p *proc) ([]Verdict, *ClosesCount) {
 			}
 			if c.Final {
 				final = &c
+			} else {
+				intervals = append(intervals, c)
 			}
 		default:
 			t.Fatalf("closes printed an unexpected line: %s", line)
 		}
 	}
-	return vs, final
+	return vs, intervals, final
 }
 
-// closesIntervals parses the periodic (--interval) counts closes printed.
-func closesIntervals(t testing.TB, p *proc) []ClosesCount {
-	t.Helper()
-	var out []ClosesCount
-	for _, line := range strings.Split(p.stdout.String(), "\n") {
-		var m struct {
-			Closes *ClosesCount `json:"closes"`
-		}
-		if json.Unmarshal([]byte(line), &m) == nil && m.Closes != nil && !m.Closes.Final {
-			out = append(out, *m.Closes)
+// healthyVerdicts splits closes --all's verdicts: the healthy ones
+// counted by kind, and the abnormal ones.
+func healthyVerdicts(vs []Verdict) (map[string]uint64, []Verdict) {
+	healthy := map[string]uint64{}
+	var abnormal []Verdict
+	for _, v := range vs {
+		if v.Healthy {
+			healthy[v.Cause]++
+		} else {
+			abnormal = append(abnormal, v)
 		}
 	}
-	return out
+	return healthy, abnormal
 }
 
 // closeUpstream is a scripted upstream: it reads one request header, then
@@ -593,21 +604,22 @@ func testClosesMatrix(t *testing.T, inst nginxtest.Install, otlp bool) {
 // counts, and counts every second.
 func checkClosesAll(t *testing.T, all *proc, plain []Verdict, plainFinal *ClosesCount, want map[uint64]string) {
 	t.Helper()
-	verdicts, final := closesOutput(t, all)
+	verdicts, intervals, final := closesLines(t, all)
 	if final == nil {
 		t.Fatalf("closes --all: no final counts:\n%s", all)
 	}
+	healthy, allAbnormal := healthyVerdicts(verdicts)
 	abnormal := map[string]int{}
 	for _, v := range plain {
 		abnormal[fmt.Sprintf("*%d %s/%s", v.Conn, v.Initiator, v.Cause)]++
 	}
-	healthy := map[string]uint64{}
+	for _, v := range allAbnormal {
+		abnormal[fmt.Sprintf("*%d %s/%s", v.Conn, v.Initiator, v.Cause)]--
+	}
 	for _, v := range verdicts {
 		if !v.Healthy {
-			abnormal[fmt.Sprintf("*%d %s/%s", v.Conn, v.Initiator, v.Cause)]--
 			continue
 		}
-		healthy[v.Cause]++
 		t.Logf("closes --all: *%d %s/%s/%s — %s", v.Conn, v.Initiator, v.Cause, v.Phase, v.Summary)
 		if kind, ok := want[v.Conn]; ok {
 			if v.Cause != kind {
@@ -646,7 +658,6 @@ func checkClosesAll(t *testing.T, all *proc, plain []Verdict, plainFinal *Closes
 	if fmt.Sprint(final.Healthy) != fmt.Sprint(plainFinal.Healthy) || final.Verdicts != plainFinal.Verdicts {
 		t.Errorf("closes --all counted %d verdicts and %v healthy; the plain trace %d and %v", final.Verdicts, final.Healthy, plainFinal.Verdicts, plainFinal.Healthy)
 	}
-	intervals := closesIntervals(t, all)
 	if len(intervals) < 2 {
 		t.Errorf("closes --interval 1s printed %d periodic counts, want one a second", len(intervals))
 	}
@@ -867,12 +878,9 @@ func TestClosesHealthy(t *testing.T) {
 				t.Errorf("client_closed_keepalive %d, want %d (at least 10)", got, want)
 			}
 			allVerdicts, allFinal := closesOutput(t, all)
-			printed := map[string]uint64{}
-			for _, v := range allVerdicts {
-				if !v.Healthy {
-					t.Errorf("closes --all: an abnormal verdict for healthy traffic: %+v", v)
-				}
-				printed[v.Cause]++
+			printed, abnormal := healthyVerdicts(allVerdicts)
+			for _, v := range abnormal {
+				t.Errorf("closes --all: an abnormal verdict for healthy traffic: %+v", v)
 			}
 			if allFinal == nil || fmt.Sprint(allFinal.Healthy) != fmt.Sprint(final.Healthy) || fmt.Sprint(printed) != fmt.Sprint(final.Healthy) || allFinal.Lost != 0 {
 				t.Errorf("closes --all: healthy verdicts %v, final counts %+v; without --all %v", printed, allFinal, final.Healthy)
